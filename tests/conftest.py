@@ -1,0 +1,118 @@
+"""Test fixtures: a fresh PostgreSQL database migrated from the migrations, the real broker, factories."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pulse.db import create_engine, system_tx
+from pulse.migrate import upgrade
+from pulse.settings import Settings
+
+ADMIN_URL = os.environ.get("PULSE_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MQTT_URL = os.environ.get("PULSE_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of its own for this test run, built by the migrations, dropped afterwards."""
+    name = f"pulse_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(ADMIN_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = _with_db(ADMIN_URL, name)
+    upgrade(url)
+    yield url
+    if os.environ.get("PULSE_TEST_KEEP_DB") != "1":
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def mqtt_url() -> str:
+    return MQTT_URL
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, mqtt_url: str) -> Settings:
+    return Settings.from_env({"PULSE_ENV": "test", "PULSE_DATABASE_URL": database_url,
+                              "PULSE_MQTT_URL": mqtt_url, "PULSE_ALLOW_PRIVATE_URLS": "loopback",
+                              "PULSE_HEALTH_PORT": "0"})
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url, pool_size=5)
+    yield eng
+    await eng.dispose()
+
+
+@dataclass
+class TenantRef:
+    tenant_id: str
+    subscription_id: str
+
+
+async def make_tenant(engine: AsyncEngine, *, device_limit: int = 1000, prefix: str = "t",
+                      heartbeat_interval_s: int = 30) -> TenantRef:
+    """A new tenant with an ACTIVE MAIN subscription; each test gets its own tenant."""
+    tenant_id = f"{prefix}-{secrets.token_hex(4)}"
+    async with system_tx(engine) as conn:
+        await conn.execute(text("INSERT INTO tenants (tenant_id, name, heartbeat_interval_s) VALUES (:t, :n, :h)"),
+                           {"t": tenant_id, "n": f"Tenant {tenant_id}", "h": heartbeat_interval_s})
+        sub = (await conn.execute(text(
+            "INSERT INTO subscriptions (tenant_id, kind, status, device_limit, term_end_at) "
+            "VALUES (:t, 'MAIN', 'ACTIVE', :l, now() + interval '365 days') RETURNING subscription_id"),
+            {"t": tenant_id, "l": device_limit})).scalar_one()
+    return TenantRef(tenant_id, str(sub))
+
+
+async def make_device(engine: AsyncEngine, tenant: TenantRef, device_id: str | None = None, **fields: object) -> str:
+    """A registered ACTIVE device in the tenant's subscription."""
+    device_id = device_id or f"dev-{secrets.token_hex(4)}"
+    async with system_tx(engine) as conn:
+        await conn.execute(text(
+            "INSERT INTO devices (tenant_id, device_id, subscription_id, name, device_type, tags) "
+            "VALUES (:t, :d, :s, :n, :dt, :tags)"),
+            {"t": tenant.tenant_id, "d": device_id, "s": tenant.subscription_id, "n": fields.get("name", device_id),
+             "dt": fields.get("device_type", "sensor"), "tags": list(fields.get("tags", []))})  # type: ignore[call-overload]
+        await conn.execute(text("INSERT INTO device_state (tenant_id, device_id) VALUES (:t, :d)"),
+                           {"t": tenant.tenant_id, "d": device_id})
+    return device_id
+
+
+def run_pulse(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the `pulse` command as a user would."""
+    import sys
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pulse", *args], env=full_env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
