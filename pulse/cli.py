@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    if args.env_file:  # child processes (pulse dev, ingest --workers) read the same file
+        os.environ["PULSE_ENV_FILE"] = os.path.abspath(args.env_file)
     try:
         settings = _settings(args)
         from pulse.log import configure_logging

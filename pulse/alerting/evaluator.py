@@ -1,0 +1,201 @@
+"""The evaluator: device liveness and threshold rules over each device's latest telemetry values."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pulse.alerting.rules import SEVERITY_NAMES, Rule, compare, describe, is_cleared, parse_threshold
+from pulse.alerting.service import AlertSignal, clear_alert, raise_alert
+from pulse.db import system_tx
+from pulse.errors import ValidationError
+
+log = logging.getLogger("pulse.evaluate")
+
+DeviceKey = tuple[str, str]
+CHUNK = 500
+
+
+@dataclass
+class DeviceSnapshot:
+    tenant_id: str
+    device_id: str
+    site_id: str | None
+    tags: frozenset[str]
+    groups: frozenset[str]
+    metrics: dict[str, Any]
+    last_telemetry_at: datetime | None
+
+
+@dataclass
+class Evaluator:
+    """Holds enabled rules in memory and evaluates the devices it is told have new data."""
+
+    engine: AsyncEngine
+    base_url: str = ""
+    rules_by_tenant: dict[str, list[Rule]] = field(default_factory=dict)
+    # (rule_id, device_id) -> when the condition started holding, for rules with for_seconds.
+    pending_since: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    alerts_opened: int = 0
+    alerts_closed: int = 0
+
+    async def load_rules(self) -> None:
+        async with system_tx(self.engine) as conn:
+            rows = (await conn.execute(text(
+                "SELECT rule_id::text, tenant_id, name, rule_type, severity, definition, for_seconds, site_ids, "
+                "  group_ids::text[] AS group_ids, tags, device_ids, escalation_policy_id::text "
+                "FROM alert_rules WHERE is_enabled AND rule_type = 'THRESHOLD'"))).all()
+        by_tenant: dict[str, list[Rule]] = defaultdict(list)
+        for r in rows:
+            try:
+                definition = parse_threshold(r.definition)
+            except ValidationError as exc:
+                log.warning("skipping rule with invalid definition", extra={"rule_id": r.rule_id, "error": exc.message})
+                continue
+            by_tenant[r.tenant_id].append(Rule(
+                rule_id=r.rule_id, tenant_id=r.tenant_id, name=r.name, rule_type=r.rule_type, severity=r.severity,
+                definition=definition, for_seconds=r.for_seconds, site_ids=tuple(r.site_ids or ()),
+                group_ids=tuple(r.group_ids or ()), tags=tuple(r.tags or ()), device_ids=tuple(r.device_ids or ()),
+                escalation_policy_id=r.escalation_policy_id))
+        self.rules_by_tenant = dict(by_tenant)
+
+    async def evaluate_devices(self, keys: Iterable[DeviceKey], now: datetime) -> None:
+        """Evaluate every rule that applies to these devices; one transaction per chunk of devices."""
+        by_tenant: dict[str, list[str]] = defaultdict(list)
+        for tenant_id, device_id in keys:
+            by_tenant[tenant_id].append(device_id)
+        for tenant_id, device_ids in by_tenant.items():
+            for i in range(0, len(device_ids), CHUNK):
+                async with system_tx(self.engine) as conn:
+                    await self._evaluate_chunk(conn, tenant_id, device_ids[i:i + CHUNK], now)
+
+    async def _evaluate_chunk(self, conn: AsyncConnection, tenant_id: str, device_ids: list[str],
+                              now: datetime) -> None:
+        rules = self.rules_by_tenant.get(tenant_id, [])
+        snapshots = await _load_snapshots(conn, tenant_id, device_ids)
+        await _mark_online(conn, tenant_id, [s.device_id for s in snapshots], now)
+        open_rows = (await conn.execute(text(
+            "SELECT a.fingerprint, a.alert_type = 'NO_HEARTBEAT' AND ds.last_seen_at > a.opened_at AS spoke_since "
+            "FROM alerts a JOIN device_state ds ON ds.tenant_id = a.tenant_id AND ds.device_id = a.device_id "
+            "WHERE a.tenant_id = :t AND a.device_id = ANY(:d) AND a.status IN ('OPEN', 'ACKNOWLEDGED')"),
+            {"t": tenant_id, "d": device_ids})).all()
+        open_fps = {r.fingerprint for r in open_rows}
+        back = {r.fingerprint for r in open_rows if r.spoke_since}
+        for snap in snapshots:
+            if f"NO_HEARTBEAT:{snap.device_id}" in back:
+                await clear_alert(conn, tenant_id, f"NO_HEARTBEAT:{snap.device_id}", reason="device is sending again",
+                                  now=now, base_url=self.base_url)
+            for rule in rules:
+                if rule.applies_to(snap.device_id, snap.site_id, snap.tags, snap.groups):
+                    await self._apply_rule(conn, rule, snap, rule.fingerprint(snap.device_id) in open_fps, now)
+
+    async def _apply_rule(self, conn: AsyncConnection, rule: Rule, snap: DeviceSnapshot, is_open: bool,
+                          now: datetime) -> None:
+        d = rule.definition
+        observed = snap.metrics.get(d.metric)
+        key = (rule.rule_id, snap.device_id)
+        if compare(d.op, observed, d.value):
+            since = self.pending_since.setdefault(key, now)
+            if not is_open and now - since < timedelta(seconds=rule.for_seconds):
+                return
+            change = await raise_alert(conn, AlertSignal(
+                tenant_id=rule.tenant_id, fingerprint=rule.fingerprint(snap.device_id), alert_type="THRESHOLD",
+                severity=rule.severity, title=f"{rule.name}: {describe(d)} on {snap.device_id}",
+                summary=f"{d.metric} is {observed} ({describe(d)}), severity {SEVERITY_NAMES[rule.severity]}",
+                device_id=snap.device_id, site_id=snap.site_id, rule_id=rule.rule_id, metric=d.metric,
+                value=observed, triggered_at=snap.last_telemetry_at,
+                escalation_policy_id=rule.escalation_policy_id), now=now, base_url=self.base_url)
+            if change.kind == "OPENED":
+                self.alerts_opened += 1
+            return
+        self.pending_since.pop(key, None)
+        if is_open and is_cleared(d, observed):
+            closed = await clear_alert(conn, rule.tenant_id, rule.fingerprint(snap.device_id),
+                                       reason=f"condition cleared: {d.metric} is {observed}", now=now,
+                                       base_url=self.base_url)
+            if closed:
+                self.alerts_closed += 1
+
+    def due_pending(self, now: datetime) -> set[DeviceKey]:
+        """Devices whose for_seconds window has run out since their last evaluation."""
+        rules = {r.rule_id: r for rs in self.rules_by_tenant.values() for r in rs}
+        due: set[DeviceKey] = set()
+        for (rule_id, device_id), since in list(self.pending_since.items()):
+            rule = rules.get(rule_id)
+            if rule is None:
+                del self.pending_since[(rule_id, device_id)]
+            elif now - since >= timedelta(seconds=rule.for_seconds):
+                due.add((rule.tenant_id, device_id))
+        return due
+
+
+async def _load_snapshots(conn: AsyncConnection, tenant_id: str, device_ids: list[str]) -> list[DeviceSnapshot]:
+    rows = (await conn.execute(text(
+        "SELECT d.device_id, d.site_id, d.tags, ds.latest_metrics, ds.last_telemetry_at, "
+        "  coalesce(array(SELECT m.group_id::text FROM device_group_members m "
+        "    WHERE m.tenant_id = d.tenant_id AND m.device_id = d.device_id), '{}') AS groups "
+        "FROM devices d JOIN device_state ds USING (tenant_id, device_id) "
+        "WHERE d.tenant_id = :t AND d.device_id = ANY(:d) AND d.status = 'ACTIVE'"),
+        {"t": tenant_id, "d": device_ids})).all()
+    return [DeviceSnapshot(tenant_id, r.device_id, r.site_id, frozenset(r.tags or ()), frozenset(r.groups or ()),
+                           dict(r.latest_metrics or {}), r.last_telemetry_at) for r in rows]
+
+
+async def _mark_online(conn: AsyncConnection, tenant_id: str, device_ids: list[str], now: datetime) -> None:
+    """Any accepted message is a sign of life: devices that were not ONLINE become ONLINE (recorded)."""
+    if not device_ids:
+        return
+    await conn.execute(text(
+        "WITH changed AS ("
+        "  UPDATE device_state ds SET status = 'ONLINE', last_state_change_at = :now "
+        "  FROM (SELECT device_id, status AS old FROM device_state WHERE tenant_id = :t AND device_id = ANY(:d) "
+        "        AND status <> 'ONLINE' FOR UPDATE) prev "
+        "  WHERE ds.tenant_id = :t AND ds.device_id = prev.device_id "
+        "    AND ds.last_seen_at > coalesce(ds.last_state_change_at, '-infinity') "
+        "  RETURNING ds.device_id, prev.old) "
+        "INSERT INTO device_state_history (tenant_id, device_id, status, previous_status, changed_at) "
+        "SELECT :t, device_id, 'ONLINE', old, :now FROM changed"), {"t": tenant_id, "d": device_ids, "now": now})
+
+
+async def liveness_pass(conn: AsyncConnection, now: datetime, *, base_url: str = "") -> list[tuple[str, str, str]]:
+    """Move silent devices ONLINE → STALE → OFFLINE, record each transition, raise/clear NO_HEARTBEAT alerts.
+
+    Returns the transitions as (tenant_id, device_id, new_status).
+    """
+    rows = (await conn.execute(text(
+        "WITH next AS ("
+        "  SELECT ds.tenant_id, ds.device_id, ds.status AS old, d.site_id, t.no_heartbeat_alert_on, "
+        "    coalesce(d.heartbeat_interval_s, t.heartbeat_interval_s) AS iv, ds.last_seen_at, "
+        "    CASE WHEN :now - ds.last_seen_at >= make_interval(secs => "
+        "              coalesce(d.heartbeat_interval_s, t.heartbeat_interval_s) * t.offline_after_intervals) "
+        "         THEN 'OFFLINE' "
+        "         WHEN :now - ds.last_seen_at >= make_interval(secs => "
+        "              coalesce(d.heartbeat_interval_s, t.heartbeat_interval_s) * t.stale_after_intervals) "
+        "         THEN 'STALE' ELSE 'ONLINE' END AS status "
+        "  FROM device_state ds JOIN devices d USING (tenant_id, device_id) JOIN tenants t USING (tenant_id) "
+        "  WHERE d.status = 'ACTIVE' AND ds.last_seen_at IS NOT NULL AND ds.status IN ('ONLINE', 'STALE')), "
+        "changed AS ("
+        "  UPDATE device_state ds SET status = next.status, last_state_change_at = :now FROM next "
+        "  WHERE ds.tenant_id = next.tenant_id AND ds.device_id = next.device_id AND next.status <> next.old "
+        "  RETURNING next.*), "
+        "hist AS (INSERT INTO device_state_history (tenant_id, device_id, status, previous_status, changed_at) "
+        "  SELECT tenant_id, device_id, status, old, :now FROM changed) "
+        "SELECT * FROM changed"), {"now": now})).all()
+    for r in rows:
+        if r.no_heartbeat_alert_on == "NEVER" or (r.no_heartbeat_alert_on == "OFFLINE" and r.status != "OFFLINE"):
+            continue
+        silent_s = int((now - r.last_seen_at).total_seconds())
+        await raise_alert(conn, AlertSignal(
+            tenant_id=r.tenant_id, fingerprint=f"NO_HEARTBEAT:{r.device_id}", alert_type="NO_HEARTBEAT",
+            severity=4 if r.status == "OFFLINE" else 3, title=f"{r.device_id} is {r.status}",
+            summary=f"no message from {r.device_id} for {silent_s} s (heartbeat interval {r.iv} s)",
+            device_id=r.device_id, site_id=r.site_id, value={"status": r.status, "silent_s": silent_s},
+            triggered_at=now), now=now, base_url=base_url)
+    return [(r.tenant_id, r.device_id, r.status) for r in rows]

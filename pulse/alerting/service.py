@@ -1,0 +1,192 @@
+"""Alert lifecycle: open/update/close/acknowledge, one open alert per fingerprint, every change an event.
+
+Every change writes an `alert_events` row and the notification jobs it routes to in the caller's
+transaction, so an alert change and its notifications commit together (outbox).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import text
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pulse.errors import Conflict, NotFound
+from pulse.notify.routing import enqueue_for_event
+from pulse.notify.schemas import AlertEventMessage
+
+# A continuously breaching device updates its alert on every evaluation; an UPDATED event is
+# recorded at most this often per alert so the history stays readable (occurrence_count counts all).
+UPDATE_EVENT_INTERVAL = timedelta(seconds=60)
+
+_ALERT_COLUMNS = (
+    "alert_id, tenant_id, fingerprint, alert_type, rule_id, device_id, site_id, severity, status, title, summary, "
+    "metric, trigger_value, last_value, occurrence_count, opened_at, last_seen_at, triggered_at, detected_at, "
+    "acknowledged_at, closed_at, silenced_until"
+)
+
+
+@dataclass(frozen=True)
+class AlertSignal:
+    """What an evaluator observed that calls for an alert."""
+
+    tenant_id: str
+    fingerprint: str
+    alert_type: str
+    severity: int
+    title: str
+    summary: str
+    device_id: str | None = None
+    site_id: str | None = None
+    rule_id: str | None = None
+    metric: str | None = None
+    value: Any = None
+    triggered_at: datetime | None = None
+    escalation_policy_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    alert_id: str
+    kind: str  # OPENED | UPDATED
+
+
+def _json(v: Any) -> str:
+    return msgspec.json.encode(v).decode()
+
+
+async def raise_alert(conn: AsyncConnection, signal: AlertSignal, *, now: datetime,
+                      actor: str = "evaluator", base_url: str = "") -> AlertChange:
+    """Open an alert for the signal's fingerprint, or update the one already open (OPEN or ACKNOWLEDGED).
+
+    Safe under concurrency: the partial unique index on open fingerprints makes a racing second
+    evaluator update the first one's alert instead of opening a duplicate.
+    """
+    row = (await conn.execute(text(
+        f"INSERT INTO alerts (tenant_id, fingerprint, alert_type, rule_id, device_id, site_id, severity, title, "
+        f"  summary, metric, trigger_value, last_value, opened_at, last_seen_at, triggered_at, "
+        f"  escalation_policy_id, updated_at) "
+        f"VALUES (:t, :fp, :type, :rule, :dev, :site, :sev, :title, :summary, :metric, CAST(:v AS jsonb), "
+        f"  CAST(:v AS jsonb), :now, :now, :trig, :policy, :now) "
+        f"ON CONFLICT (tenant_id, fingerprint) WHERE status IN ('OPEN', 'ACKNOWLEDGED') DO UPDATE SET "
+        f"  occurrence_count = alerts.occurrence_count + 1, last_value = EXCLUDED.last_value, "
+        f"  last_seen_at = EXCLUDED.last_seen_at, updated_at = EXCLUDED.updated_at "
+        f"RETURNING (xmax = 0) AS inserted, {_ALERT_COLUMNS}, "
+        f"  (SELECT max(created_at) FROM alert_events e WHERE e.alert_id = alerts.alert_id "
+        f"     AND e.kind IN ('OPENED', 'UPDATED')) AS last_event_at"),
+        {"t": signal.tenant_id, "fp": signal.fingerprint, "type": signal.alert_type, "rule": signal.rule_id,
+         "dev": signal.device_id, "site": signal.site_id, "sev": signal.severity, "title": signal.title,
+         "summary": signal.summary, "metric": signal.metric, "v": _json(signal.value), "now": now,
+         "trig": signal.triggered_at, "policy": signal.escalation_policy_id})).one()
+    if row.inserted:
+        await _start_escalation(conn, row.tenant_id, row.alert_id, signal.escalation_policy_id, now)
+        await record_event(conn, row, "OPENED", actor=actor, reason=signal.summary,
+                           details={"value": signal.value}, now=now, base_url=base_url)
+        return AlertChange(str(row.alert_id), "OPENED")
+    if row.last_event_at is None or now - row.last_event_at >= UPDATE_EVENT_INTERVAL:
+        await record_event(conn, row, "UPDATED", actor=actor, reason=None,
+                           details={"value": signal.value, "occurrence_count": row.occurrence_count},
+                           now=now, base_url=base_url)
+    return AlertChange(str(row.alert_id), "UPDATED")
+
+
+async def _start_escalation(conn: AsyncConnection, tenant_id: str, alert_id: Any, policy_id: str | None,
+                            now: datetime) -> None:
+    """Give a new alert its escalation state (rule policy, else tenant default); level 1 due after its delay."""
+    await conn.execute(text(
+        "UPDATE alerts a SET escalation_policy_id = p.policy_id, escalation_level = 0, escalation_repeat = 0, "
+        "  next_escalation_at = :now + make_interval(mins => l.delay_minutes) "
+        "FROM escalation_policies p JOIN escalation_levels l ON l.policy_id = p.policy_id AND l.position = 1 "
+        "WHERE a.alert_id = :a AND p.tenant_id = :t AND p.policy_id = coalesce(CAST(:policy AS uuid), "
+        "  (SELECT policy_id FROM escalation_policies WHERE tenant_id = :t AND is_default))"),
+        {"a": alert_id, "t": tenant_id, "policy": policy_id, "now": now})
+
+
+async def clear_alert(conn: AsyncConnection, tenant_id: str, fingerprint: str, *, reason: str, now: datetime,
+                      actor: str = "evaluator", base_url: str = "") -> str | None:
+    """Auto-close the open alert of a fingerprint because its condition is over; returns its id if one was open."""
+    row = (await conn.execute(text(
+        f"UPDATE alerts SET status = 'CLOSED', closed_at = :now, closed_by = :actor, close_reason = :reason, "
+        f"  next_escalation_at = NULL, updated_at = :now "
+        f"WHERE tenant_id = :t AND fingerprint = :fp AND status IN ('OPEN', 'ACKNOWLEDGED') "
+        f"RETURNING {_ALERT_COLUMNS}"),
+        {"t": tenant_id, "fp": fingerprint, "now": now, "actor": actor, "reason": reason})).first()
+    if row is None:
+        return None
+    await record_event(conn, row, "CLOSED", actor=actor, reason=reason, details={}, now=now, base_url=base_url)
+    return str(row.alert_id)
+
+
+async def acknowledge_alert(conn: AsyncConnection, tenant_id: str, alert_id: str, *, actor: str, now: datetime,
+                            base_url: str = "") -> None:
+    """A person takes the alert: it stays open, further breaches keep it acknowledged, escalation stops."""
+    row = (await conn.execute(text(
+        f"UPDATE alerts SET status = 'ACKNOWLEDGED', acknowledged_at = :now, acknowledged_by = :actor, "
+        f"  next_escalation_at = NULL, updated_at = :now "
+        f"WHERE tenant_id = :t AND alert_id = CAST(:a AS uuid) AND status = 'OPEN' RETURNING {_ALERT_COLUMNS}"),
+        {"t": tenant_id, "a": alert_id, "now": now, "actor": actor})).first()
+    if row is None:
+        await _explain_missing(conn, tenant_id, alert_id, "acknowledge")
+        return
+    await record_event(conn, row, "ACKNOWLEDGED", actor=actor, reason=None, details={}, now=now, base_url=base_url)
+
+
+async def close_alert(conn: AsyncConnection, tenant_id: str, alert_id: str, *, actor: str, reason: str | None,
+                      now: datetime, base_url: str = "") -> None:
+    """A person closes the alert; a later breach opens a new one."""
+    row = (await conn.execute(text(
+        f"UPDATE alerts SET status = 'CLOSED', closed_at = :now, closed_by = :actor, close_reason = :reason, "
+        f"  next_escalation_at = NULL, updated_at = :now "
+        f"WHERE tenant_id = :t AND alert_id = CAST(:a AS uuid) AND status IN ('OPEN', 'ACKNOWLEDGED') "
+        f"RETURNING {_ALERT_COLUMNS}"),
+        {"t": tenant_id, "a": alert_id, "now": now, "actor": actor, "reason": reason or "closed manually"})).first()
+    if row is None:
+        await _explain_missing(conn, tenant_id, alert_id, "close")
+        return
+    await record_event(conn, row, "CLOSED", actor=actor, reason=reason or "closed manually", details={}, now=now,
+                       base_url=base_url)
+
+
+async def _explain_missing(conn: AsyncConnection, tenant_id: str, alert_id: str, action: str) -> None:
+    status = (await conn.execute(text("SELECT status FROM alerts WHERE tenant_id = :t AND alert_id = CAST(:a AS uuid)"),
+                                 {"t": tenant_id, "a": alert_id})).scalar_one_or_none()
+    if status is None:
+        raise NotFound(f"alert {alert_id} not found")
+    raise Conflict(f"cannot {action} an alert that is {status}", details={"status": status})
+
+
+async def record_event(conn: AsyncConnection, alert: Row[Any], kind: str, *, actor: str, reason: str | None,
+                       details: dict[str, Any], now: datetime, base_url: str = "") -> int:
+    """Write one alert_events row and the notification jobs routed from it, in the caller's transaction."""
+    event_id = (await conn.execute(text(
+        "INSERT INTO alert_events (tenant_id, alert_id, kind, actor, reason, details, created_at) "
+        "VALUES (:t, :a, :k, :actor, :reason, CAST(:d AS jsonb), :now) RETURNING event_id"),
+        {"t": alert.tenant_id, "a": alert.alert_id, "k": kind, "actor": actor, "reason": reason,
+         "d": _json(details), "now": now})).scalar_one()
+    if kind in ("OPENED", "UPDATED", "ACKNOWLEDGED", "ESCALATED", "CLOSED", "FLAPPING"):
+        device = await _device_context(conn, alert.tenant_id, alert.device_id)
+        msg = AlertEventMessage(
+            tenant_id=alert.tenant_id, alert_id=str(alert.alert_id), event_id=event_id, event_kind=kind,
+            fingerprint=alert.fingerprint, alert_type=alert.alert_type, severity=alert.severity,
+            status=alert.status, title=alert.title, summary=alert.summary or "", device_id=alert.device_id,
+            site_id=alert.site_id, rule_id=str(alert.rule_id) if alert.rule_id else None, metric=alert.metric,
+            value=alert.last_value, opened_at=alert.opened_at, occurred_at=now, tags=device[0],
+            group_ids=device[1], links={"alert": f"{base_url}/app/alerts/{alert.alert_id}"} if base_url else {})
+        await enqueue_for_event(conn, msg, now=now)
+    return int(event_id)
+
+
+async def _device_context(conn: AsyncConnection, tenant_id: str, device_id: str | None) -> tuple[list[str], list[str]]:
+    if device_id is None:
+        return [], []
+    row = (await conn.execute(text(
+        "SELECT d.tags, coalesce(array(SELECT m.group_id::text FROM device_group_members m "
+        "  WHERE m.tenant_id = d.tenant_id AND m.device_id = d.device_id), '{}') AS groups "
+        "FROM devices d WHERE d.tenant_id = :t AND d.device_id = :d"), {"t": tenant_id, "d": device_id})).first()
+    if row is None:
+        return [], []
+    return list(row.tags or []), list(row.groups or [])

@@ -1,0 +1,228 @@
+"""Device auth cache: registry facts ingest checks per message, cached with a TTL and dropped on NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pulse.clock import Clock
+from pulse.crypto import hash_token, tokens_equal
+from pulse.db import connect_raw, ingest_tx
+
+log = logging.getLogger("pulse.ingest.auth")
+
+DEVICE_CHANGED_CHANNEL = "pulse_device_changed"
+DEFAULT_TTL_S = 60.0
+DEFAULT_MAX_ENTRIES = 100_000
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_DEVICE_SQL = text("""
+SELECT t.status AS tenant_status, d.device_id IS NOT NULL AS device_known, d.status AS device_status, d.site_id,
+       d.subscription_id IS NOT NULL AS has_subscription, s.status AS subscription_status,
+       ARRAY(SELECT c.secret_hash FROM device_credentials c
+             WHERE c.tenant_id = d.tenant_id AND c.device_id = d.device_id
+               AND c.kind = 'PROVISION_TOKEN' AND c.revoked_at IS NULL ORDER BY c.created_at) AS token_hashes,
+       ARRAY(SELECT c.expires_at FROM device_credentials c
+             WHERE c.tenant_id = d.tenant_id AND c.device_id = d.device_id
+               AND c.kind = 'PROVISION_TOKEN' AND c.revoked_at IS NULL ORDER BY c.created_at) AS token_expiries
+FROM tenants t
+LEFT JOIN devices d ON d.tenant_id = t.tenant_id AND d.device_id = :device_id
+LEFT JOIN subscriptions s ON s.subscription_id = d.subscription_id
+WHERE t.tenant_id = :tenant_id
+""")
+
+_TOKEN_OWNER_SQL = text("""
+SELECT tenant_id, device_id FROM device_credentials
+WHERE secret_hash = :h AND kind = 'PROVISION_TOKEN' AND revoked_at IS NULL
+LIMIT 1
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """What the registry says about one (tenant, device) pair; `tenant_status` None means no such tenant."""
+
+    tenant_id: str
+    device_id: str
+    tenant_status: str | None
+    device_status: str | None  # None: the tenant has no such device
+    site_id: str | None
+    has_subscription: bool
+    subscription_status: str | None
+    tokens: tuple[tuple[str, datetime | None], ...]  # (sha256 hash, expires_at) of live provision tokens
+
+    @property
+    def tenant_known(self) -> bool:
+        return self.tenant_status is not None and self.tenant_status != "DELETED"
+
+    @property
+    def device_known(self) -> bool:
+        return self.tenant_known and self.device_status is not None
+
+    def token_matches(self, token: str, now: datetime) -> bool:
+        """Constant-time check of a bearer token against every live provision token of the device."""
+        candidate = hash_token(token)
+        matched = False
+        for secret_hash, expires_at in self.tokens:
+            ok = tokens_equal(candidate, secret_hash) and (expires_at is None or expires_at > now)
+            matched = matched or ok
+        return matched
+
+
+class _TtlCache(Generic[K, V]):
+    """A bounded LRU of values that expire `ttl_s` after loading; concurrent misses share one load."""
+
+    def __init__(self, ttl_s: float, max_entries: int, monotonic: Callable[[], float]) -> None:
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._monotonic = monotonic
+        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._loading: dict[K, asyncio.Future[V]] = {}
+        self._generation = 0
+
+    def __contains__(self, key: K) -> bool:
+        hit = self._items.get(key)
+        return hit is not None and self._monotonic() - hit[0] < self._ttl
+
+    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        hit = self._items.get(key)
+        if hit is not None and self._monotonic() - hit[0] < self._ttl:
+            self._items.move_to_end(key)
+            return hit[1]
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        generation = self._generation
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else needs the warning
+            raise
+        finally:
+            self._loading.pop(key, None)
+        future.set_result(value)
+        if generation == self._generation:  # an invalidation during the load makes the value suspect
+            self._items[key] = (self._monotonic(), value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+        return value
+
+    def discard(self, key: K) -> None:
+        self._items.pop(key, None)
+        self._generation += 1
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._generation += 1
+
+
+class DeviceAuthCache:
+    """Registry lookups for ingest without a database round trip per message.
+
+    Entries live `ttl_s` seconds; a NOTIFY on `pulse_device_changed` with payload `{tenant_id}/{device_id}`
+    drops one at once (fleet sends it on revoke, rotate and status changes). While the LISTEN connection is
+    down the TTL alone bounds staleness, and everything is dropped when it comes back.
+    """
+
+    def __init__(self, engine: AsyncEngine, clock: Clock, *, ttl_s: float = DEFAULT_TTL_S,
+                 max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._devices: _TtlCache[tuple[str, str], DeviceRecord] = _TtlCache(ttl_s, max_entries, clock.monotonic)
+        self._token_owners: _TtlCache[str, tuple[str, str] | None] = _TtlCache(ttl_s, 10_000, clock.monotonic)
+        self.listening = False
+
+    def is_cached(self, tenant_id: str, device_id: str) -> bool:
+        return (tenant_id, device_id) in self._devices
+
+    async def get_device(self, tenant_id: str, device_id: str) -> DeviceRecord:
+        """The registry record (cached); raises the database's error when it is unreachable."""
+        return await self._devices.get((tenant_id, device_id), lambda: self._load_device(tenant_id, device_id))
+
+    async def token_owner(self, token: str) -> tuple[str, str] | None:
+        """(tenant_id, device_id) holding this live provision token, for telling TENANT_MISMATCH from TOKEN_INVALID."""
+        digest = hash_token(token)
+        return await self._token_owners.get(digest, lambda: self._load_token_owner(digest))
+
+    def invalidate(self, tenant_id: str, device_id: str) -> None:
+        self._devices.discard((tenant_id, device_id))
+        self._token_owners.clear()
+
+    def invalidate_all(self) -> None:
+        self._devices.clear()
+        self._token_owners.clear()
+
+    async def _load_device(self, tenant_id: str, device_id: str) -> DeviceRecord:
+        async with ingest_tx(self._engine) as conn:
+            row = (await conn.execute(_DEVICE_SQL, {"tenant_id": tenant_id, "device_id": device_id})).mappings().first()
+        if row is None:
+            return DeviceRecord(tenant_id, device_id, None, None, None, False, None, ())
+        return DeviceRecord(
+            tenant_id, device_id, row["tenant_status"],
+            row["device_status"] if row["device_known"] else None,
+            row["site_id"], bool(row["has_subscription"]), row["subscription_status"],
+            tuple(zip(row["token_hashes"] or (), row["token_expiries"] or (), strict=True)),
+        )
+
+    async def _load_token_owner(self, digest: str) -> tuple[str, str] | None:
+        async with ingest_tx(self._engine) as conn:
+            row = (await conn.execute(_TOKEN_OWNER_SQL, {"h": digest})).first()
+        return (row[0], row[1]) if row else None
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        tenant_id, sep, device_id = payload.partition("/")
+        if sep and tenant_id and device_id:
+            self.invalidate(tenant_id, device_id)
+        else:
+            log.warning("ignoring malformed %s payload", DEVICE_CHANGED_CHANNEL, extra={"payload": payload[:200]})
+            self.invalidate_all()
+
+    async def listen(self, database_url: str, stop: asyncio.Event, *, retry_max_s: float = 10.0) -> None:
+        """LISTEN for device changes until `stop`, reconnecting with backoff; run it as a task."""
+        delay = 0.2
+        while not stop.is_set():
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await connect_raw(database_url, "pulse-ingest-auth-listen")
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c: lost.set())
+                await conn.add_listener(DEVICE_CHANGED_CHANNEL, self._on_notify)
+                self.invalidate_all()  # anything may have changed while we were not listening
+                self.listening = True
+                delay = 0.2
+                stop_wait = asyncio.ensure_future(stop.wait())
+                lost_wait = asyncio.ensure_future(lost.wait())
+                try:
+                    await asyncio.wait({stop_wait, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop_wait.cancel()
+                    lost_wait.cancel()
+                if lost.is_set():
+                    log.warning("device-change LISTEN connection lost; reconnecting")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("cannot LISTEN for device changes (cache entries still expire after the TTL): %s", exc)
+            finally:
+                self.listening = False
+                if conn is not None and not conn.is_closed():
+                    await conn.close(timeout=2)
+            if not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, retry_max_s)

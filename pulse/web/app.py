@@ -1,0 +1,102 @@
+"""The Litestar application of `pulse web`: routes, dependencies, error envelope, auth, OpenAPI."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import pulse
+from pulse.clock import Clock, SystemClock
+from pulse.db import create_engine, system_tx
+from pulse.fleet.keys import public_jwks
+from pulse.settings import Settings
+from pulse.web.auth import JwksCache, TokenValidator, http_jwks_fetcher
+from pulse.web.context import WebContext
+from pulse.web.deps import DEPENDENCIES
+from pulse.web.errors import EXCEPTION_HANDLERS
+from pulse.web.middleware import add_response_headers, request_context_middleware
+from pulse.web.ratelimit import SlidingWindowLimiter
+from pulse.web.routes import route_handlers
+
+log = logging.getLogger("pulse.web")
+
+AUTH_RATE_LIMIT = (10, 60.0)  # login/refresh attempts per client address per minute
+JWKS_HTTP_TIMEOUT_S = 5.0
+
+
+def _openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Pulse",
+        version=pulse.__version__,
+        description="Pulse API. Errors are always {\"error\": {\"code\", \"message\", \"details\"}}; "
+                    "every response carries X-Request-Id.",
+        path="/schema",
+        render_plugins=[SwaggerRenderPlugin(path="/")],
+        components=Components(security_schemes={
+            "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
+                                          description="access token from /auth/login or the identity provider"),
+            "AdminKey": SecurityScheme(type="apiKey", name="X-Admin-Key", security_scheme_in="header",
+                                       description="PULSE_ADMIN_KEY"),
+        }),
+    )
+
+
+def create_app(settings: Settings, *, engine: AsyncEngine | None = None, clock: Clock | None = None) -> Litestar:
+    """The web app. Without `engine`, one is created at startup and disposed at shutdown.
+
+    A passed engine belongs to the caller (tests, `pulse dev`) and is left open.
+    """
+    ctx = WebContext(settings=settings, clock=clock or SystemClock())
+    ctx.limiters["auth"] = SlidingWindowLimiter(*AUTH_RATE_LIMIT, monotonic=ctx.clock.monotonic)
+    owned: dict[str, Any] = {}
+
+    async def start(app: Litestar) -> None:
+        eng = engine
+        if eng is None:
+            eng = create_engine(settings.require_database_url(), pool_size=settings.database_pool_size,
+                                application_name="pulse-web")
+            owned["engine"] = eng
+        app.state.engine = eng
+        if settings.jwt_jwks_url:
+            client = httpx.AsyncClient(timeout=JWKS_HTTP_TIMEOUT_S, follow_redirects=False)
+            owned["http"] = client
+            fetch = http_jwks_fetcher(client, settings.jwt_jwks_url)
+        else:
+            async def fetch() -> dict[str, Any]:
+                async with system_tx(eng) as conn:
+                    return await public_jwks(conn)
+        ctx.tokens = TokenValidator(issuer=settings.issuer, audience=settings.jwt_audience,
+                                    jwks=JwksCache(fetch, ctx.clock), clock=ctx.clock)
+        log.info("web app started", extra={"issuer": settings.issuer,
+                                           "identity": "external" if settings.jwt_jwks_url else "built-in"})
+
+    async def stop(app: Litestar) -> None:
+        client = owned.pop("http", None)
+        if client is not None:
+            await client.aclose()
+        eng = owned.pop("engine", None)
+        if eng is not None:
+            await eng.dispose()
+        app.state.engine = None
+
+    return Litestar(
+        route_handlers=route_handlers(),
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_context_middleware],
+        before_send=[add_response_headers],
+        on_startup=[start],
+        on_shutdown=[stop],
+        openapi_config=_openapi_config(),
+        state=State({"pulse": ctx, "engine": None}),
+        logging_config=None,
+        debug=False,
+    )

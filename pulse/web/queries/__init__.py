@@ -1,0 +1,1 @@
+"""Read models the API serves (queries over scoped connections; no Litestar)."""

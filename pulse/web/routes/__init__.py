@@ -1,0 +1,11 @@
+"""Route handlers by area; `route_handlers()` is everything the app mounts."""
+
+from __future__ import annotations
+
+from litestar.types import ControllerRouterHandler
+
+
+def route_handlers() -> list[ControllerRouterHandler]:
+    from pulse.web.routes import admin, alerts, devices, health, identity
+
+    return [*health.ROUTES, *identity.ROUTES, alerts.router, admin.router, devices.router]
