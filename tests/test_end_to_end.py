@@ -23,14 +23,14 @@ from typing import Any
 import gmqtt
 import httpx
 import pytest
-from pulse.notify.channels.webhook import verify_signature
-from pulse.notify.routing import create_route
-from pulse.notify.service import create_channel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.db import system_tx
 from pulse.fleet.users import create_user
+from pulse.notify.channels.webhook import verify_signature
+from pulse.notify.routing import create_route
+from pulse.notify.service import create_channel
 from pulse.settings import DEV_ADMIN_KEY, Settings
 from tests.conftest import free_port, make_tenant
 

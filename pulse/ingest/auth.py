@@ -100,21 +100,20 @@ class _TtlCache(Generic[K, V]):
         if hit is not None and self._monotonic() - hit[0] < self._ttl:
             self._items.move_to_end(key)
             return hit[1]
-        pending = self._loading.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
+        task = self._loading.get(key)
+        if task is None:
+            # A task of its own: a caller that gives up (a cancelled HTTP request) cancels no one else's wait.
+            task = asyncio.ensure_future(self._load(key, load))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._loading[key] = task
+        return await asyncio.shield(task)
+
+    async def _load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         generation = self._generation
         try:
             value = await load()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else needs the warning
-            raise
         finally:
             self._loading.pop(key, None)
-        future.set_result(value)
         if generation == self._generation:  # an invalidation during the load makes the value suspect
             self._items[key] = (self._monotonic(), value)
             self._items.move_to_end(key)
@@ -200,7 +199,7 @@ class DeviceAuthCache:
             try:
                 conn = await connect_raw(database_url, "pulse-ingest-auth-listen")
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(DEVICE_CHANGED_CHANNEL, self._on_notify)
                 self.invalidate_all()  # anything may have changed while we were not listening
                 self.listening = True

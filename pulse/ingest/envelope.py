@@ -40,8 +40,8 @@ class Reason(StrEnum):
     SUBSCRIPTION_SUSPENDED = "SUBSCRIPTION_SUSPENDED"
     SUBSCRIPTION_EXPIRED = "SUBSCRIPTION_EXPIRED"
     SITE_MISMATCH = "SITE_MISMATCH"
-    TOKEN_MISSING = "TOKEN_MISSING"
-    TOKEN_INVALID = "TOKEN_INVALID"
+    TOKEN_MISSING = "TOKEN_MISSING"  # noqa: S105 - a reason code
+    TOKEN_INVALID = "TOKEN_INVALID"  # noqa: S105 - a reason code
     TOO_MANY_METRICS = "TOO_MANY_METRICS"
     METRIC_KEY_INVALID = "METRIC_KEY_INVALID"
 
@@ -123,6 +123,8 @@ def decode_envelope(payload: bytes, topic: Topic) -> Envelope:
         raise Rejected(Reason.INVALID_ENVELOPE, _clip(str(exc), 300)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise Rejected(Reason.INVALID_JSON, _clip(str(exc), 300)) from None
+    except RecursionError:
+        raise Rejected(Reason.INVALID_JSON, "JSON is nested too deeply") from None
     if envelope.device_id is not None and envelope.device_id != topic.device_id:
         raise Rejected(Reason.INVALID_ENVELOPE, f"device_id {_clip(envelope.device_id)} in the body differs from "
                                                 f"{topic.device_id!r} in the topic")

@@ -1,4 +1,4 @@
-"""Quarantine: rejected messages as `quarantine_events` rows and per-minute `quarantine_counters`, written in batches."""
+"""Quarantine: rejected messages as `quarantine_events` rows plus per-minute `quarantine_counters`, batched."""
 
 from __future__ import annotations
 

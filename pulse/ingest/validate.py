@@ -88,6 +88,7 @@ class Accepted:
     lat: float | None
     lng: float | None
     received_at: datetime
+    transport: Transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,18 +106,21 @@ async def validate_message(message: InboundMessage, *, auth: DeviceAuthCache, li
                            retention_days: int, monotonic: float) -> Verdict:
     """Check one message in the documented order and say what to do with it.
 
-    The registry is read through `auth` (cached); an unreachable database raises the driver's error instead of
-    producing a verdict, so callers can retry rather than quarantine good data.
+    The registry is read through `auth` (cached) before any check, so an unreachable database raises the
+    driver's error, without a verdict and without taking a rate-limit token: callers retry rather than
+    quarantine good data.
     """
     topic: Topic | None = None
+    bad_topic: Rejected | None = None
     try:
-        try:
-            topic = parse_topic(message.topic)
-        except Rejected:
-            topic = None
+        topic = parse_topic(message.topic)
+    except Rejected as exc:
+        bad_topic = exc
+    record = await auth.get_device(topic.tenant_id, topic.device_id) if topic is not None else None
+    try:
         check_size(message.payload)
-        if topic is None:
-            topic = parse_topic(message.topic)  # raises BAD_TOPIC with its detail
+        if topic is None or record is None:
+            raise bad_topic or Rejected(Reason.BAD_TOPIC, "unreadable topic")
         envelope = decode_envelope(message.payload, topic)
         check_msg_type(topic)
         ts = message_time(envelope, message.received_at, retention_days)
@@ -126,10 +130,9 @@ async def validate_message(message: InboundMessage, *, auth: DeviceAuthCache, li
         if envelope.tenant_id is not None and envelope.tenant_id != topic.tenant_id:
             raise Rejected(Reason.TENANT_MISMATCH, f"tenant_id {envelope.tenant_id!r} in the body differs from "
                                                    f"{topic.tenant_id!r} in the {_where(message)}")
-        record = await auth.get_device(topic.tenant_id, topic.device_id)
         token = message.token if message.transport == "HTTP" else None
-        if token and not (record.device_known and record.token_matches(token, message.received_at)):
-            owner = await auth.token_owner(token)
+        if token and record.device_known and not record.token_matches(token, message.received_at):
+            owner = await auth.token_owner(token)  # a database lookup, so only for devices that exist
             if owner is not None and owner[0] != topic.tenant_id:
                 raise Rejected(Reason.TENANT_MISMATCH, "the token belongs to a device of another tenant")
         if not record.tenant_known:
@@ -159,20 +162,15 @@ async def validate_message(message: InboundMessage, *, auth: DeviceAuthCache, li
         metrics = envelope.metrics or {}
         check_metrics(metrics)
     except Rejected as rejected:
-        return await _rejection(rejected, topic, auth)
+        if topic is None or record is None:
+            return Verdict(None, rejected.reason, rejected.detail)
+        # Filed under the topic's tenant only when that tenant exists (NULL otherwise).
+        return Verdict(None, rejected.reason, rejected.detail,
+                       topic.tenant_id if record.tenant_known else None, topic.device_id)
     return Verdict(Accepted(
         tenant_id=topic.tenant_id, device_id=topic.device_id, site_id=record.site_id, msg_type=topic.msg_type,
         ts=ts, seq=envelope.seq, metrics=metrics, lat=envelope.lat, lng=envelope.lng,
-        received_at=message.received_at))
-
-
-async def _rejection(rejected: Rejected, topic: Topic | None, auth: DeviceAuthCache) -> Verdict:
-    """File the event under the topic's tenant only when that tenant exists (NULL otherwise)."""
-    if topic is None:
-        return Verdict(None, rejected.reason, rejected.detail)
-    record = await auth.get_device(topic.tenant_id, topic.device_id)
-    tenant_id = topic.tenant_id if record.tenant_known else None
-    return Verdict(None, rejected.reason, rejected.detail, tenant_id, topic.device_id)
+        received_at=message.received_at, transport=message.transport))
 
 
 def _where(message: InboundMessage) -> str:

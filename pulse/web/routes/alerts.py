@@ -8,11 +8,11 @@ from typing import Annotated
 from litestar import Router, get
 from litestar.params import PathParameter, QueryParameter
 
+from pulse.alerting.queries import ALERT_STATUSES, AlertPage, AlertWithEvents, get_alert_with_events, list_alerts
 from pulse.errors import NotFound, ValidationError
 from pulse.web.auth import require_roles
 from pulse.web.deps import PrincipalDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
-from pulse.web.queries.alerts import ALERT_STATUSES, AlertPage, AlertWithEvents, get_alert_with_events, list_alerts
 
 CUSTOMER_ROLES = ("customer", "tenant-admin")
 STATUS_HELP = "OPEN, ACKNOWLEDGED or CLOSED; repeat the parameter or comma-separate"

@@ -1,0 +1,260 @@
+"""The ingest pipeline both transports share (validate → quarantine or batch write), and the HTTP entry points."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import msgspec
+import prometheus_client
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pulse.clock import Clock, SystemClock
+from pulse.ingest.auth import DEFAULT_TTL_S, DeviceAuthCache
+from pulse.ingest.envelope import Reason
+from pulse.ingest.quarantine import quarantine_event
+from pulse.ingest.validate import (
+    DEFAULT_BURST,
+    DEFAULT_RATE_PER_S,
+    InboundMessage,
+    RateLimiter,
+    Verdict,
+    validate_message,
+)
+from pulse.ingest.writer import BatchWriter, IngestUnavailable
+from pulse.settings import Settings
+
+log = logging.getLogger("pulse.ingest")
+
+MAX_BATCH_BYTES = 1024 * 1024
+"""Largest HTTP batch body; each message in it still obeys the 64 KiB message limit."""
+MAX_BATCH_MESSAGES = 100
+HTTP_COMMIT_TIMEOUT_S = 10.0
+
+MESSAGES = prometheus_client.Counter("pulse_ingest_messages", "Messages validated, by transport and outcome "
+                                     "(accepted or the quarantine reason)", ["transport", "outcome"])
+
+_STATUS = {
+    Reason.PAYLOAD_TOO_LARGE: 413,
+    Reason.RATE_LIMITED: 429,
+    Reason.TOKEN_MISSING: 401,
+    Reason.TOKEN_INVALID: 401,
+    Reason.TENANT_MISMATCH: 403,
+    Reason.UNREGISTERED_DEVICE: 403,
+    Reason.DEVICE_REVOKED: 403,
+    Reason.SUBSCRIPTION_SUSPENDED: 403,
+    Reason.SUBSCRIPTION_EXPIRED: 403,
+}
+
+
+def status_for(reason: str | None) -> int:
+    """HTTP status of an ingest outcome: 202 accepted; 413, 429, 401 (token), 403 (not allowed to send), else 400.
+
+    UNREGISTERED_DEVICE answers 403 like a revoked device: the path is not a place this caller may send to.
+    """
+    if reason is None:
+        return 202
+    try:
+        return _STATUS.get(Reason(reason), 400)
+    except ValueError:
+        return 400
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What happened to one HTTP message: accepted (committed), or rejected with its quarantine reason."""
+
+    accepted: bool
+    reason: str | None
+    detail: str
+
+    @property
+    def status(self) -> int:
+        return status_for(self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Per-message results of an HTTP batch, in request order."""
+
+    results: tuple[IngestResult, ...]
+
+    @property
+    def accepted(self) -> int:
+        return sum(r.accepted for r in self.results)
+
+    @property
+    def status(self) -> int:
+        """202 when any message was accepted, otherwise the status of the first rejection."""
+        if self.accepted or not self.results:
+            return 202
+        return self.results[0].status
+
+
+class _TypePeek(msgspec.Struct):
+    msg_type: str = "telemetry"
+
+
+class IngestPipeline:
+    """Auth cache, rate limiter and batch writer, shared by the MQTT worker and the web process.
+
+    `await start()` before use (starts the writer and the device-change LISTEN), `await close()` at shutdown.
+    """
+
+    def __init__(self, engine: AsyncEngine, settings: Settings, clock: Clock | None = None, *,
+                 rate_per_s: float = DEFAULT_RATE_PER_S, burst: float = DEFAULT_BURST,
+                 auth_ttl_s: float = DEFAULT_TTL_S, max_pending: int | None = None, listen: bool = True,
+                 retry_max_s: float = 5.0) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.auth = DeviceAuthCache(engine, self.clock, ttl_s=auth_ttl_s)
+        self.limiter = RateLimiter(rate_per_s, burst)
+        self.writer = BatchWriter(engine, self.clock, batch_size=settings.ingest_batch_size,
+                                  flush_ms=settings.ingest_flush_ms, max_pending=max_pending, retry_max_s=retry_max_s)
+        self._listen = listen
+        self._stop = asyncio.Event()
+        self._listen_task: asyncio.Task[None] | None = None
+        self.registry_error = ""
+
+    @property
+    def closing(self) -> bool:
+        return self._stop.is_set()
+
+    async def start(self) -> None:
+        self.writer.start()
+        if self._listen and self._listen_task is None:
+            self._listen_task = asyncio.create_task(
+                self.auth.listen(self.settings.require_database_url(), self._stop), name="ingest-auth-listen")
+
+    async def close(self, grace_s: float = 10.0) -> bool:
+        """Commit what is queued (within `grace_s`) and stop; True when nothing was left uncommitted."""
+        self._stop.set()
+        clean = await self.writer.close(grace_s)
+        if self._listen_task is not None:
+            self._listen_task.cancel()  # it may be waiting on a connect to an unreachable database
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listen_task
+        return clean
+
+    async def ready_check(self) -> tuple[bool, str]:
+        if self.registry_error:
+            return False, self.registry_error
+        return await self.writer.ready_check()
+
+    async def process(self, message: InboundMessage) -> tuple[Verdict, asyncio.Future[None]]:
+        """Validate one message and queue its row or quarantine event; the future resolves once that committed.
+
+        Raises IngestUnavailable (nothing queued) when the device registry cannot be read.
+        """
+        try:
+            verdict = await validate_message(message, auth=self.auth, limiter=self.limiter,
+                                             retention_days=self.settings.telemetry_retention_days,
+                                             monotonic=self.clock.monotonic())
+        except (OSError, TimeoutError, SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self.registry_error = f"device registry unreachable: {type(exc).__name__}: {exc}"[:300]
+            raise IngestUnavailable("the device registry is unreachable; retry later") from exc
+        self.registry_error = ""
+        MESSAGES.labels(message.transport, verdict.reason or "accepted").inc()
+        if verdict.accepted is not None:
+            return verdict, await self.writer.submit(verdict.accepted)
+        return verdict, await self.writer.submit(quarantine_event(
+            tenant_id=verdict.tenant_id, device_id=verdict.device_id, received_at=message.received_at,
+            transport=message.transport, reason=verdict.reason or Reason.INVALID_ENVELOPE, detail=verdict.detail,
+            topic=message.topic, payload=message.payload))
+
+    async def flush(self) -> None:
+        """Commit everything queued so far (tests and shutdown)."""
+        await self.writer.flush()
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep between retries, cut short by close()."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+
+def http_topic(tenant_id: str, device_id: str, msg_type: str) -> str:
+    """The MQTT topic equivalent of an HTTP ingest URL, so both transports are checked alike."""
+    return f"tenant/{tenant_id}/device/{device_id}/{msg_type}"
+
+
+async def ingest_http(pipeline: IngestPipeline, tenant_id: str, device_id: str, msg_type: str, body: bytes,
+                      token: str | None, received_at: datetime) -> IngestResult:
+    """One HTTP message: validated like MQTT plus the provision token; accepted means committed.
+
+    Raises IngestUnavailable (HTTP 503) when the database cannot take it now.
+    """
+    message = InboundMessage("HTTP", http_topic(tenant_id, device_id, msg_type), body, received_at, token)
+    verdict, future = await pipeline.process(message)
+    if verdict.accepted is None:
+        return IngestResult(False, verdict.reason, verdict.detail)
+    await _committed([future])
+    return IngestResult(True, None, "accepted")
+
+
+async def ingest_http_batch(pipeline: IngestPipeline, tenant_id: str, device_id: str, body: bytes,
+                            token: str | None, received_at: datetime) -> BatchResult:
+    """A JSON array of up to MAX_BATCH_MESSAGES envelopes from one device, each with an optional `msg_type`
+    (default telemetry). Every message is checked (and rate limited) on its own; accepted ones are committed."""
+    if len(body) > MAX_BATCH_BYTES:
+        return await _reject_body(pipeline, tenant_id, device_id, body, token, received_at, Reason.PAYLOAD_TOO_LARGE,
+                                  f"batch is {len(body)} bytes; the limit is {MAX_BATCH_BYTES}")
+    try:
+        try:
+            items = msgspec.json.decode(body, type=list[msgspec.Raw])
+        except msgspec.ValidationError:
+            msgspec.json.decode(body)  # valid JSON of the wrong shape, or not JSON at all?
+            return await _reject_body(pipeline, tenant_id, device_id, body, token, received_at,
+                                      Reason.INVALID_ENVELOPE, "a batch is a JSON array of messages")
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        detail = "JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:300]
+        return await _reject_body(pipeline, tenant_id, device_id, body, token, received_at, Reason.INVALID_JSON,
+                                  detail)
+    if not items or len(items) > MAX_BATCH_MESSAGES:
+        return await _reject_body(pipeline, tenant_id, device_id, body, token, received_at, Reason.INVALID_ENVELOPE,
+                                  f"a batch holds 1 to {MAX_BATCH_MESSAGES} messages, not {len(items)}")
+    results: list[IngestResult] = []
+    futures: list[asyncio.Future[None]] = []
+    for raw in items:
+        payload = bytes(raw)
+        try:
+            msg_type = msgspec.json.decode(payload, type=_TypePeek).msg_type
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            msg_type = "telemetry"  # the envelope check reports what is wrong with the item
+        verdict, future = await pipeline.process(
+            InboundMessage("HTTP", http_topic(tenant_id, device_id, msg_type), payload, received_at, token))
+        if verdict.accepted is None:
+            results.append(IngestResult(False, verdict.reason, verdict.detail))
+        else:
+            results.append(IngestResult(True, None, "accepted"))
+            if future not in futures:
+                futures.append(future)
+    await _committed(futures)
+    return BatchResult(tuple(results))
+
+
+async def _reject_body(pipeline: IngestPipeline, tenant_id: str, device_id: str, body: bytes, token: str | None,
+                       received_at: datetime, reason: Reason, detail: str) -> BatchResult:
+    """Quarantine a batch body that cannot be split into messages, filed like a message from that device."""
+    message = InboundMessage("HTTP", http_topic(tenant_id, device_id, "batch"), body, received_at, token)
+    try:
+        record = await pipeline.auth.get_device(tenant_id, device_id)
+        known_tenant = tenant_id if record.tenant_known else None
+    except (OSError, TimeoutError, SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise IngestUnavailable("the device registry is unreachable; retry later") from exc
+    MESSAGES.labels("HTTP", reason).inc()
+    await pipeline.writer.submit(quarantine_event(
+        tenant_id=known_tenant, device_id=device_id, received_at=received_at,
+        transport="HTTP", reason=reason, detail=detail, topic=message.topic, payload=body))
+    return BatchResult((IngestResult(False, reason, detail),))
+
+
+async def _committed(futures: list[asyncio.Future[None]]) -> None:
+    try:
+        await asyncio.wait_for(asyncio.gather(*(asyncio.shield(f) for f in futures)), HTTP_COMMIT_TIMEOUT_S)
+    except TimeoutError:
+        raise IngestUnavailable("the database did not commit in time; retry later") from None

@@ -1,0 +1,403 @@
+"""Batch writer: accepted rows and quarantine events, committed together per batch with COPY, one device_state
+upsert and one NOTIFY per batch; a future per batch tells transports when their messages are durable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import asyncpg
+import msgspec
+import prometheus_client
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pulse.clock import Clock
+from pulse.db import driver_connection, ingest_tx
+from pulse.errors import PulseError
+from pulse.ingest.envelope import Reason
+from pulse.ingest.quarantine import QuarantineEvent, quarantine_event, write_quarantine
+from pulse.ingest.validate import Accepted
+
+log = logging.getLogger("pulse.ingest.writer")
+
+TELEMETRY_CHANNEL = "pulse_telemetry"
+NOTIFY_PAYLOAD_LIMIT = 7900
+"""Bytes per pg_notify payload (PostgreSQL refuses 8000 and more); longer device lists are split."""
+
+ROWS_WRITTEN = prometheus_client.Counter("pulse_ingest_rows_written", "Telemetry rows committed")
+EVENTS_WRITTEN = prometheus_client.Counter("pulse_ingest_quarantine_written", "Quarantine events committed")
+BATCH_SECONDS = prometheus_client.Histogram("pulse_ingest_batch_seconds", "Time to commit one batch")
+WRITE_FAILURES = prometheus_client.Counter("pulse_ingest_write_failures", "Batch commits that failed and are retried")
+PENDING = prometheus_client.Gauge("pulse_ingest_pending", "Rows and events waiting for their batch to commit")
+
+_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS pulse_telemetry_stage (
+  time timestamptz, tenant_id text, device_id text, site_id text, msg_type text, seq bigint, metrics jsonb
+) ON COMMIT DELETE ROWS
+"""
+_STAGE_COLUMNS = ("time", "tenant_id", "device_id", "site_id", "msg_type", "seq", "metrics")
+_FROM_STAGE = """
+INSERT INTO telemetry (time, tenant_id, device_id, site_id, msg_type, seq, metrics)
+SELECT time, tenant_id, device_id, site_id, msg_type, seq, metrics FROM pulse_telemetry_stage
+"""
+
+# One row per device. Values only move forward: a late (older) message neither rewinds last_message_ts/last_seq
+# nor overwrites a metric that already has a newer reading (per-key times in latest_metrics_at).
+_UPSERT_STATE = """
+INSERT INTO device_state AS s (tenant_id, device_id, last_seen_at, last_telemetry_at, last_heartbeat_at,
+                               last_message_ts, last_seq, latest_metrics, latest_metrics_at, lat, lng, updated_at)
+SELECT u.tenant_id, u.device_id, u.seen, u.tel, u.hb, u.ts, u.seq, u.metrics, u.metrics_at, u.lat, u.lng, $12
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[],
+            $7::bigint[], $8::jsonb[], $9::jsonb[], $10::float8[], $11::float8[])
+     AS u(tenant_id, device_id, seen, tel, hb, ts, seq, metrics, metrics_at, lat, lng)
+JOIN devices d ON d.tenant_id = u.tenant_id AND d.device_id = u.device_id
+ON CONFLICT (tenant_id, device_id) DO UPDATE SET
+  last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at),
+  last_telemetry_at = GREATEST(s.last_telemetry_at, EXCLUDED.last_telemetry_at),
+  last_heartbeat_at = GREATEST(s.last_heartbeat_at, EXCLUDED.last_heartbeat_at),
+  last_message_ts = GREATEST(s.last_message_ts, EXCLUDED.last_message_ts),
+  last_seq = CASE WHEN s.last_message_ts IS NULL OR EXCLUDED.last_message_ts >= s.last_message_ts
+                  THEN EXCLUDED.last_seq ELSE s.last_seq END,
+  latest_metrics = s.latest_metrics || (
+    SELECT coalesce(jsonb_object_agg(n.key, n.value), '{}'::jsonb) FROM jsonb_each(EXCLUDED.latest_metrics) n
+    WHERE s.latest_metrics_at ->> n.key IS NULL
+       OR (s.latest_metrics_at ->> n.key)::timestamptz <= (EXCLUDED.latest_metrics_at ->> n.key)::timestamptz),
+  latest_metrics_at = s.latest_metrics_at || (
+    SELECT coalesce(jsonb_object_agg(n.key, n.value), '{}'::jsonb) FROM jsonb_each(EXCLUDED.latest_metrics_at) n
+    WHERE s.latest_metrics_at ->> n.key IS NULL
+       OR (s.latest_metrics_at ->> n.key)::timestamptz <= (n.value #>> '{}')::timestamptz),
+  lat = coalesce(EXCLUDED.lat, s.lat),
+  lng = coalesce(EXCLUDED.lng, s.lng),
+  updated_at = EXCLUDED.updated_at
+"""
+
+_ROW_ERROR_CLASSES = ("22", "23", "54")  # data exception, integrity violation, program limit: the rows, not the link
+_encode = msgspec.json.encode
+
+Item = Accepted | QuarantineEvent
+
+
+class IngestUnavailable(PulseError):
+    """The database could not take the message (yet); nothing was acknowledged, the sender should retry."""
+
+    code = "ingest_unavailable"
+    status = 503
+
+
+@dataclass(eq=False)
+class _Batch:
+    opened_at: float
+    future: asyncio.Future[None]
+    items: list[Item] = field(default_factory=list)
+    due: bool = False
+
+
+class BatchWriter:
+    """Collects rows and quarantine events; commits a batch when it holds `batch_size` items or is `flush_ms` old.
+
+    `submit` waits while `max_pending` items are uncommitted (memory stays bounded; MQTT stops being read) and
+    returns the future of the item's batch. A batch that fails on the connection is retried with backoff until it
+    commits (health not ready meanwhile); one that the database refuses for its content is split until the
+    offending message is found, which is quarantined as INVALID_ENVELOPE instead.
+    """
+
+    def __init__(self, engine: AsyncEngine, clock: Clock, *, batch_size: int, flush_ms: int,
+                 max_pending: int | None = None, retry_first_s: float = 0.1, retry_max_s: float = 5.0) -> None:
+        self._engine = engine
+        self._clock = clock
+        self.batch_size = batch_size
+        self.flush_s = flush_ms / 1000
+        self.max_pending = max_pending or max(2 * batch_size, 100)
+        self._retry_first_s = retry_first_s
+        self._retry_max_s = retry_max_s
+        self._batches: deque[_Batch] = deque()
+        self._writing: _Batch | None = None
+        self._pending = 0
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._abandon = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.healthy = True
+        self.last_error = ""
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="ingest-batch-writer")
+
+    async def submit(self, item: Item) -> asyncio.Future[None]:
+        """Queue one item (waiting for room); the returned future resolves when its batch committed."""
+        while self._pending >= self.max_pending and not self._closing:
+            self._space.clear()
+            await self._space.wait()
+        if self._closing:
+            raise IngestUnavailable("ingest is shutting down")
+        batch = self._batches[-1] if self._batches else None
+        if batch is None or batch.due or len(batch.items) >= self.batch_size:
+            loop = asyncio.get_running_loop()
+            batch = _Batch(loop.time(), loop.create_future())
+            batch.future.add_done_callback(_retrieve)
+            self._batches.append(batch)
+            self._wake.set()
+        batch.items.append(item)
+        self._pending += 1
+        PENDING.inc()
+        if len(batch.items) >= self.batch_size:
+            self._wake.set()
+        return batch.future
+
+    async def flush(self) -> None:
+        """Write everything queued so far now and return once it committed (raises IngestUnavailable if it cannot)."""
+        futures = [b.future for b in self._batches]
+        if self._writing is not None:
+            futures.append(self._writing.future)
+        for batch in self._batches:
+            batch.due = True
+        self._wake.set()
+        for future in futures:
+            await asyncio.shield(future)
+
+    async def close(self, grace_s: float = 10.0) -> bool:
+        """Stop taking items, commit what is queued within `grace_s`; True when nothing was left uncommitted."""
+        self._closing = True
+        self._space.set()
+        self._wake.set()
+        if self._task is None:
+            clean = not self._batches
+            self._fail_all(IngestUnavailable("ingest stopped before this message was written"))
+            return clean
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
+            return True
+        except TimeoutError:
+            log.warning("database still unavailable at shutdown; %d messages stay unacknowledged", self._pending)
+            self._abandon.set()
+            await self._task
+            return False
+
+    async def ready_check(self) -> tuple[bool, str]:
+        return self.healthy, (self.last_error if not self.healthy else f"{self._pending} pending")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            if not self._batches:
+                if self._closing:
+                    return
+                await self._wake.wait()
+                continue
+            head = self._batches[0]
+            wait = head.opened_at + self.flush_s - loop.time()
+            if not (head.due or self._closing or len(head.items) >= self.batch_size or wait <= 0):
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                except TimeoutError:
+                    pass
+                continue
+            self._batches.popleft()
+            self._writing = head
+            try:
+                committed = await self._commit(head.items)
+            finally:
+                self._writing = None
+                self._pending -= len(head.items)
+                PENDING.dec(len(head.items))
+                self._space.set()
+            if committed:
+                head.future.set_result(None)
+            else:
+                head.future.set_exception(IngestUnavailable("ingest stopped before this message was written"))
+                self._fail_all(IngestUnavailable("ingest stopped before this message was written"))
+                return
+
+    def _fail_all(self, exc: Exception) -> None:
+        while self._batches:
+            batch = self._batches.popleft()
+            self._pending -= len(batch.items)
+            PENDING.dec(len(batch.items))
+            if not batch.future.done():
+                batch.future.set_exception(exc)
+
+    async def _commit(self, items: list[Item]) -> bool:
+        """Commit all items, retrying connection failures; False if abandoned at shutdown before committing."""
+        chunks = [items]
+        delay = self._retry_first_s
+        while chunks:
+            chunk = chunks[0]
+            started = asyncio.get_running_loop().time()
+            try:
+                await self._write(chunk)
+            except Exception as exc:
+                if _is_row_error(exc):
+                    chunks.pop(0)
+                    if len(chunk) > 1:
+                        mid = len(chunk) // 2
+                        chunks[0:0] = [chunk[:mid], chunk[mid:]]
+                    elif isinstance(chunk[0], Accepted):
+                        log.warning("database refused a message; quarantining it: %s", exc)
+                        chunks.insert(0, [_refused(chunk[0], exc)])
+                    else:
+                        log.error("database refused a quarantine event; dropping it: %s", exc)
+                    continue
+                WRITE_FAILURES.inc()
+                self.healthy = False
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("batch write failed; retrying in %.1fs: %s", delay, self.last_error)
+                if self._abandon.is_set():
+                    return False
+                try:
+                    await asyncio.wait_for(self._abandon.wait(), timeout=delay)
+                    return False
+                except TimeoutError:
+                    delay = min(delay * 2, self._retry_max_s)
+                continue
+            BATCH_SECONDS.observe(asyncio.get_running_loop().time() - started)
+            chunks.pop(0)
+            if not self.healthy:
+                log.info("batch writes work again")
+            self.healthy = True
+            self.last_error = ""
+            delay = self._retry_first_s
+        return True
+
+    async def _write(self, items: list[Item]) -> None:
+        rows = [i for i in items if isinstance(i, Accepted)]
+        events = [i for i in items if isinstance(i, QuarantineEvent)]
+        try:
+            await self._write_tx(rows, events, ensure_days=[])
+        except Exception as exc:
+            if not rows or not _is_missing_partition(exc):
+                raise
+            days = sorted({r.ts.date() for r in rows})
+            log.info("creating telemetry partitions for %d day(s) from %s", len(days), days[0])
+            await self._write_tx(rows, events, ensure_days=days)
+        ROWS_WRITTEN.inc(len(rows))
+        EVENTS_WRITTEN.inc(len(events))
+
+    async def _write_tx(self, rows: list[Accepted], events: list[QuarantineEvent], *,
+                        ensure_days: list[date]) -> None:
+        async with ingest_tx(self._engine) as sa_conn:
+            conn = await driver_connection(sa_conn)
+            if ensure_days:
+                await conn.execute("SELECT pulse_ensure_telemetry_partitions(d, d) FROM unnest($1::date[]) d",
+                                   ensure_days)
+            if rows:
+                await write_telemetry(conn, rows)
+                await upsert_device_state(conn, rows, self._clock.now())
+                for payload in notify_payloads(rows):
+                    await conn.execute("SELECT pg_notify($1, $2)", TELEMETRY_CHANNEL, payload)
+            await write_quarantine(conn, events)
+
+
+async def write_telemetry(conn: asyncpg.Connection, rows: list[Accepted]) -> None:
+    """COPY the rows into a per-connection staging table, then move them into `telemetry`.
+
+    COPY straight into `telemetry` is refused for pulse_ingest because the table has row-level security
+    ("COPY FROM not supported with row-level security"); INSERT … SELECT from the staging table is allowed
+    and keeps COPY's cheap row transfer. The staging table empties itself at commit.
+    """
+    await conn.execute(_STAGE_DDL)
+    await conn.copy_records_to_table(
+        "pulse_telemetry_stage", columns=_STAGE_COLUMNS,
+        records=[(r.ts, r.tenant_id, r.device_id, r.site_id, r.msg_type, r.seq, _encode(r.metrics).decode())
+                 for r in rows])
+    await conn.execute(_FROM_STAGE)
+
+
+async def upsert_device_state(conn: asyncpg.Connection, rows: list[Accepted], now: datetime) -> None:
+    """One device_state upsert for the whole batch: a row per device, folded from its messages here."""
+    by_device: dict[tuple[str, str], list[Accepted]] = {}
+    for r in rows:
+        by_device.setdefault((r.tenant_id, r.device_id), []).append(r)
+    cols: list[list[object]] = [[] for _ in range(11)]
+    for (tenant_id, device_id), msgs in by_device.items():
+        msgs.sort(key=lambda m: m.ts)  # stable: equal timestamps keep arrival order
+        newest = msgs[-1]
+        metrics: dict[str, object] = {}
+        metrics_at: dict[str, str] = {}
+        for m in msgs:
+            stamp = m.ts.isoformat()
+            for key, value in m.metrics.items():
+                metrics[key] = value
+                metrics_at[key] = stamp
+        positioned = [m for m in msgs if m.lat is not None]
+        telemetry = [m.received_at for m in msgs if m.msg_type == "telemetry"]
+        heartbeat = [m.received_at for m in msgs if m.msg_type == "heartbeat"]
+        values = (tenant_id, device_id, max(m.received_at for m in msgs),
+                  max(telemetry) if telemetry else None, max(heartbeat) if heartbeat else None,
+                  newest.ts, newest.seq, _encode(metrics).decode(), _encode(metrics_at).decode(),
+                  positioned[-1].lat if positioned else None, positioned[-1].lng if positioned else None)
+        for col, column_value in zip(cols, values, strict=True):
+            col.append(column_value)
+    await conn.execute(_UPSERT_STATE, *cols, now)
+
+
+def notify_payloads(rows: list[Accepted]) -> list[str]:
+    """JSON lists of distinct [tenant_id, device_id] pairs, each at most NOTIFY_PAYLOAD_LIMIT bytes."""
+    seen: dict[tuple[str, str], None] = {}
+    for r in rows:
+        seen.setdefault((r.tenant_id, r.device_id), None)
+    payloads: list[str] = []
+    parts: list[str] = []
+    size = 2  # the brackets
+    for pair in seen:
+        encoded = _encode(list(pair)).decode()
+        extra = len(encoded.encode()) + (1 if parts else 0)
+        if parts and size + extra > NOTIFY_PAYLOAD_LIMIT:
+            payloads.append("[" + ",".join(parts) + "]")
+            parts, size, extra = [], 2, extra - 1
+        parts.append(encoded)
+        size += extra
+    if parts:
+        payloads.append("[" + ",".join(parts) + "]")
+    return payloads
+
+
+def _refused(row: Accepted, exc: Exception) -> QuarantineEvent:
+    payload = _encode({"ts": row.ts, "seq": row.seq, "metrics": row.metrics, "lat": row.lat, "lng": row.lng})
+    return quarantine_event(
+        tenant_id=row.tenant_id, device_id=row.device_id, received_at=row.received_at, transport=row.transport,
+        reason=Reason.INVALID_ENVELOPE, detail=f"the database refused the message: {exc}",
+        topic=f"tenant/{row.tenant_id}/device/{row.device_id}/{row.msg_type}", payload=payload)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in out and len(out) < 10:
+        out.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+    return out
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for e in _chain(exc):
+        state = getattr(e, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def _is_missing_partition(exc: BaseException) -> bool:
+    return _sqlstate(exc) == "23514" and any("no partition" in str(e) for e in _chain(exc))
+
+
+def _is_row_error(exc: BaseException) -> bool:
+    if any(isinstance(e, asyncpg.exceptions.DataError) for e in _chain(exc)):
+        return True  # asyncpg could not encode a value: the row, not the connection
+    state = _sqlstate(exc)
+    return state is not None and state[:2] in _ROW_ERROR_CLASSES
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # HTTP rejections do not wait for their event; keep asyncio from warning about it

@@ -1,0 +1,58 @@
+"""SSRF guard: URLs and hosts given by tenants may reach only public addresses unless the operator allows more."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from pulse.errors import ValidationError
+
+ADDRESS_CLASSES = ("loopback", "private", "link-local")
+
+
+def classify(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """The restricted class an address belongs to, or None for a public unicast address."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"  # includes 169.254.169.254, the cloud metadata service
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return "reserved"
+    if ip.is_private:
+        return "private"
+    return None
+
+
+def check_host(host: str, allow: tuple[str, ...], *, field: str = "url", port: int = 443) -> list[str]:
+    """Resolve `host` and refuse it if any address is in a class not allowed; returns the addresses."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValidationError(f"host {host!r} does not resolve: {exc.strerror}", field=field) from None
+    addresses = sorted({str(info[4][0]) for info in infos})
+    for address in addresses:
+        kind = classify(ipaddress.ip_address(address.split("%", 1)[0]))
+        if kind is not None and kind not in allow:
+            raise ValidationError(
+                f"{host} resolves to {address}, a {kind} address; channels may only reach public addresses "
+                f"unless PULSE_ALLOW_PRIVATE_URLS allows {kind}", field=field)
+    return addresses
+
+
+def check_url(url: str, allow: tuple[str, ...], *, field: str = "url") -> None:
+    """Refuse non-http(s) URLs and URLs whose host resolves to a restricted address."""
+    if not isinstance(url, str) or len(url) > 2048:
+        raise ValidationError("must be an http(s) URL of at most 2048 characters", field=field)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("must be an http:// or https:// URL with a host", field=field)
+    if parts.username or parts.password:
+        raise ValidationError("must not carry credentials; use the channel's headers or secrets", field=field)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ValidationError("has an invalid port", field=field) from None
+    check_host(parts.hostname, allow, field=field, port=port)

@@ -1,0 +1,103 @@
+"""`pulse deliver`: drains the notification outbox after commit, with retries and fenced leases."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from datetime import timedelta
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pulse.clock import Clock, SystemClock
+from pulse.db import connect_raw, system_tx
+from pulse.notify import channels
+from pulse.notify.routing import JOBS_CHANNEL
+from pulse.notify.schemas import SendResult
+from pulse.notify.service import ClaimedJob, RetryPolicy, claim_jobs, open_secrets, record_outcome
+from pulse.runtime import wait_or_stop, worker_context
+from pulse.settings import Settings
+
+log = logging.getLogger("pulse.deliver")
+
+
+class Deliverer:
+    """Claims due jobs, sends them concurrently outside any transaction, records each outcome."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings, *, clock: Clock | None = None,
+                 retry: RetryPolicy | None = None, batch: int = 100, concurrency: int = 50,
+                 lease_s: float = 60.0, http: httpx.AsyncClient | None = None, owner: str | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.retry = retry or RetryPolicy()
+        self.batch = batch
+        self.lease_s = lease_s
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._sem = asyncio.Semaphore(concurrency)
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False)
+        self.delivered = 0
+        self.failed = 0
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self.http.aclose()
+
+    async def deliver_once(self) -> int:
+        """One round: claim a batch, send it, record it. Returns how many jobs were handled."""
+        async with system_tx(self.engine) as conn:
+            jobs = await claim_jobs(conn, owner=self.owner, now=self.clock.now(), limit=self.batch,
+                                    lease_s=self.lease_s)
+        if jobs:
+            await asyncio.gather(*(self._deliver(job) for job in jobs))
+        return len(jobs)
+
+    async def _deliver(self, job: ClaimedJob) -> None:
+        async with self._sem:
+            started = self.clock.now()
+            t0 = time.monotonic()
+            result = await self._send(job)
+            finished = started + timedelta(seconds=time.monotonic() - t0)
+        async with system_tx(self.engine) as conn:
+            status = await record_outcome(conn, job, result, started_at=started, finished_at=finished,
+                                          retry=self.retry)
+        if status == "DELIVERED":
+            self.delivered += 1
+        elif status in ("DEAD", "LEASE_LOST"):
+            self.failed += 1
+            log.warning("notification not delivered", extra={"job_id": job.job_id, "status": status,
+                                                              "error": result.error})
+
+    async def _send(self, job: ClaimedJob) -> SendResult:
+        try:
+            secrets = open_secrets(self.settings.secret_key_bytes, job.channel_id, job.secrets_encrypted)
+            return await channels.send(job.channel_type, job.message, job.config, secrets,
+                                       delivery_id=job.idempotency_key, http=self.http,
+                                       allow=self.settings.allow_private_urls)
+        except httpx.TransportError as exc:
+            return SendResult(delivered=False, retryable=True, error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a channel bug or bad config: record it on the job, keep delivering others
+            retryable = not isinstance(exc, ValueError | KeyError)
+            return SendResult(delivered=False, retryable=retryable, error=f"{type(exc).__name__}: {exc}")
+
+
+async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = None) -> int:
+    async with worker_context("deliver", settings, stop) as ctx:
+        wake = asyncio.Event()
+        listener = await connect_raw(settings.require_database_url(), "pulse-deliver-listen")
+        await listener.add_listener(JOBS_CHANNEL, lambda *_: wake.set())
+        deliverer = Deliverer(ctx.engine, settings, clock=clock)
+        log.info("delivery loop started", extra={"owner": deliverer.owner})
+        try:
+            while not stop.is_set():
+                handled = await deliverer.deliver_once()  # the batch in hand always completes
+                if handled < deliverer.batch:
+                    await wait_or_stop(stop, wake, settings.deliver_poll_ms / 1000)
+        finally:
+            await listener.close()
+            await deliverer.aclose()
+    return 0

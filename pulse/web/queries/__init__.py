@@ -1,1 +1,0 @@
-"""Read models the API serves (queries over scoped connections; no Litestar)."""
