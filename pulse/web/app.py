@@ -17,6 +17,7 @@ import pulse
 from pulse.clock import Clock, SystemClock
 from pulse.db import create_engine, system_tx
 from pulse.fleet.keys import public_jwks
+from pulse.ingest.service import IngestPipeline
 from pulse.settings import Settings
 from pulse.web.auth import JwksCache, TokenValidator, http_jwks_fetcher
 from pulse.web.context import WebContext
@@ -73,12 +74,19 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, clock: 
             async def fetch() -> dict[str, Any]:
                 async with system_tx(eng) as conn:
                     return await public_jwks(conn)
+        pipeline = IngestPipeline(eng, settings, ctx.clock)
+        await pipeline.start()
+        app.state.ingest = pipeline
         ctx.tokens = TokenValidator(issuer=settings.issuer, audience=settings.jwt_audience,
                                     jwks=JwksCache(fetch, ctx.clock), clock=ctx.clock)
         log.info("web app started", extra={"issuer": settings.issuer,
                                            "identity": "external" if settings.jwt_jwks_url else "built-in"})
 
     async def stop(app: Litestar) -> None:
+        pipeline = app.state.get("ingest")
+        if pipeline is not None:
+            await pipeline.close()  # commits what was accepted before the last 202s went out
+            app.state.ingest = None
         client = owned.pop("http", None)
         if client is not None:
             await client.aclose()
@@ -96,7 +104,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, clock: 
         on_startup=[start],
         on_shutdown=[stop],
         openapi_config=_openapi_config(),
-        state=State({"pulse": ctx, "engine": None}),
+        state=State({"pulse": ctx, "engine": None, "ingest": None}),
         logging_config=None,
         debug=False,
     )

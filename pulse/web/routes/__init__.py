@@ -6,6 +6,6 @@ from litestar.types import ControllerRouterHandler
 
 
 def route_handlers() -> list[ControllerRouterHandler]:
-    from pulse.web.routes import admin, alerts, devices, health, identity
+    from pulse.web.routes import admin, alerts, devices, health, identity, ingest
 
-    return [*health.ROUTES, *identity.ROUTES, alerts.router, admin.router, devices.router]
+    return [*health.ROUTES, *identity.ROUTES, alerts.router, admin.router, devices.router, ingest.router]
