@@ -24,11 +24,13 @@ COMMANDS: dict[str, dict[str, Any]] = {
         "help": "serve the HTTP API, WebSocket, HTTP ingest and the web app (Litestar); health at /healthz",
         "settings": (*DB, "PULSE_HTTP_HOST", "PULSE_HTTP_PORT", "PULSE_PUBLIC_URL", "PULSE_ADMIN_KEY",
                      "PULSE_SECRET_KEY", "PULSE_JWT_ISSUER", "PULSE_JWT_AUDIENCE", "PULSE_JWT_JWKS_URL",
-                     "PULSE_ACCESS_TOKEN_TTL_S", "PULSE_REFRESH_TOKEN_TTL_S", "PULSE_DEMO"),
+                     "PULSE_ACCESS_TOKEN_TTL_S", "PULSE_REFRESH_TOKEN_TTL_S", "PULSE_DEMO", "PULSE_INGEST_RATE_PER_S",
+                     "PULSE_INGEST_BURST", "PULSE_INGEST_BATCH_SIZE", "PULSE_INGEST_FLUSH_MS"),
     },
     "ingest": {
         "help": "consume device telemetry and heartbeats from MQTT, validate, quarantine, batch-write with COPY",
         "settings": (*DB, *HEALTH, "PULSE_MQTT_URL", "PULSE_MQTT_INGEST_PASSWORD", "PULSE_INGEST_BATCH_SIZE",
+                     "PULSE_INGEST_RATE_PER_S", "PULSE_INGEST_BURST",
                      "PULSE_INGEST_FLUSH_MS", "PULSE_INGEST_SHARED_GROUP"),
     },
     "evaluate": {

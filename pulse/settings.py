@@ -167,6 +167,10 @@ class Settings:
                                       "rows per COPY batch")
     ingest_flush_ms: int = _setting("PULSE_INGEST_FLUSH_MS", 100, _parse_int(1, 60000),
                                     "longest a row waits before its batch is written")
+    ingest_rate_per_s: float = _setting("PULSE_INGEST_RATE_PER_S", 50.0, _parse_float(0.001),
+                                        "sustained messages per second one device may send (token bucket)")
+    ingest_burst: float = _setting("PULSE_INGEST_BURST", 100.0, _parse_float(1.0),
+                                   "messages one device may send at once above its rate")
     ingest_shared_group: str = _setting("PULSE_INGEST_SHARED_GROUP", "pulse-ingest", _parse_nonempty,
                                         "MQTT 5 shared subscription group of ingest workers")
     evaluate_poll_ms: int = _setting("PULSE_EVALUATE_POLL_MS", 1000, _parse_int(10, 60000),

@@ -19,8 +19,6 @@ from pulse.ingest.auth import DEFAULT_TTL_S, DeviceAuthCache
 from pulse.ingest.envelope import Reason
 from pulse.ingest.quarantine import quarantine_event
 from pulse.ingest.validate import (
-    DEFAULT_BURST,
-    DEFAULT_RATE_PER_S,
     InboundMessage,
     RateLimiter,
     Verdict,
@@ -31,9 +29,9 @@ from pulse.settings import Settings
 
 log = logging.getLogger("pulse.ingest")
 
-MAX_BATCH_BYTES = 1024 * 1024
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 """Largest HTTP batch body; each message in it still obeys the 64 KiB message limit."""
-MAX_BATCH_MESSAGES = 100
+MAX_BATCH_MESSAGES = 500
 HTTP_COMMIT_TIMEOUT_S = 10.0
 
 MESSAGES = prometheus_client.Counter("pulse_ingest_messages", "Messages validated, by transport and outcome "
@@ -96,10 +94,6 @@ class BatchResult:
         return self.results[0].status
 
 
-class _TypePeek(msgspec.Struct):
-    msg_type: str = "telemetry"
-
-
 class IngestPipeline:
     """Auth cache, rate limiter and batch writer, shared by the MQTT worker and the web process.
 
@@ -107,13 +101,13 @@ class IngestPipeline:
     """
 
     def __init__(self, engine: AsyncEngine, settings: Settings, clock: Clock | None = None, *,
-                 rate_per_s: float = DEFAULT_RATE_PER_S, burst: float = DEFAULT_BURST,
+                 rate_per_s: float | None = None, burst: float | None = None,
                  auth_ttl_s: float = DEFAULT_TTL_S, max_pending: int | None = None, listen: bool = True,
                  retry_max_s: float = 5.0) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.auth = DeviceAuthCache(engine, self.clock, ttl_s=auth_ttl_s)
-        self.limiter = RateLimiter(rate_per_s, burst)
+        self.limiter = RateLimiter(rate_per_s or settings.ingest_rate_per_s, burst or settings.ingest_burst)
         self.writer = BatchWriter(engine, self.clock, batch_size=settings.ingest_batch_size,
                                   flush_ms=settings.ingest_flush_ms, max_pending=max_pending, retry_max_s=retry_max_s)
         self._listen = listen
@@ -196,37 +190,52 @@ async def ingest_http(pipeline: IngestPipeline, tenant_id: str, device_id: str, 
     return IngestResult(True, None, "accepted")
 
 
-async def ingest_http_batch(pipeline: IngestPipeline, tenant_id: str, device_id: str, body: bytes,
-                            token: str | None, received_at: datetime) -> BatchResult:
-    """A JSON array of up to MAX_BATCH_MESSAGES envelopes from one device, each with an optional `msg_type`
-    (default telemetry). Every message is checked (and rate limited) on its own; accepted ones are committed."""
+class BatchItem(msgspec.Struct, kw_only=True):
+    """One message of an HTTP batch: where it is from, its device's token, and the envelope itself."""
+
+    tenant_id: str = ""
+    device_id: str = ""
+    msg_type: str = "telemetry"
+    token: str | None = None
+    message: msgspec.Raw = msgspec.Raw(b"")
+
+
+class _BatchBody(msgspec.Struct):
+    messages: list[msgspec.Raw]
+
+
+async def ingest_http_batch(pipeline: IngestPipeline, body: bytes, received_at: datetime) -> BatchResult:
+    """`{"messages": [{tenant_id, device_id, msg_type, token, message}, …]}`, up to MAX_BATCH_MESSAGES messages
+    of any devices (a gateway's or a backend's), each checked, rate limited and quarantined like a message of
+    its own. Accepted ones are committed before this returns. An unusable body raises BatchRejected."""
     if len(body) > MAX_BATCH_BYTES:
-        return await _reject_body(pipeline, tenant_id, device_id, body, token, received_at, Reason.PAYLOAD_TOO_LARGE,
-                                  f"batch is {len(body)} bytes; the limit is {MAX_BATCH_BYTES}")
+        await _quarantine_body(pipeline, body, received_at, Reason.PAYLOAD_TOO_LARGE,
+                               f"batch is {len(body)} bytes; the limit is {MAX_BATCH_BYTES}")
     try:
-        try:
-            items = msgspec.json.decode(body, type=list[msgspec.Raw])
-        except msgspec.ValidationError:
-            msgspec.json.decode(body)  # valid JSON of the wrong shape, or not JSON at all?
-            return await _reject_body(pipeline, tenant_id, device_id, body, token, received_at,
-                                      Reason.INVALID_ENVELOPE, "a batch is a JSON array of messages")
+        items = msgspec.json.decode(body, type=_BatchBody).messages
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        detail = "JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:300]
-        return await _reject_body(pipeline, tenant_id, device_id, body, token, received_at, Reason.INVALID_JSON,
-                                  detail)
-    if not items or len(items) > MAX_BATCH_MESSAGES:
-        return await _reject_body(pipeline, tenant_id, device_id, body, token, received_at, Reason.INVALID_ENVELOPE,
-                                  f"a batch holds 1 to {MAX_BATCH_MESSAGES} messages, not {len(items)}")
+        is_json = True
+        try:
+            msgspec.json.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            is_json = False
+        reason = Reason.INVALID_ENVELOPE if is_json else Reason.INVALID_JSON
+        detail = ('a batch is {"messages": [...]}' if is_json else
+                  "JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:300])
+        await _quarantine_body(pipeline, body, received_at, reason, detail)
+    if not 1 <= len(items) <= MAX_BATCH_MESSAGES:
+        await _quarantine_body(pipeline, body, received_at, Reason.INVALID_ENVELOPE,
+                               f"a batch holds 1 to {MAX_BATCH_MESSAGES} messages, not {len(items)}")
     results: list[IngestResult] = []
     futures: list[asyncio.Future[None]] = []
     for raw in items:
-        payload = bytes(raw)
         try:
-            msg_type = msgspec.json.decode(payload, type=_TypePeek).msg_type
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            msg_type = "telemetry"  # the envelope check reports what is wrong with the item
-        verdict, future = await pipeline.process(
-            InboundMessage("HTTP", http_topic(tenant_id, device_id, msg_type), payload, received_at, token))
+            item = msgspec.json.decode(bytes(raw), type=BatchItem)
+            topic, payload, token = http_topic(item.tenant_id, item.device_id, item.msg_type), bytes(item.message), \
+                item.token
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+            topic, payload, token = "", bytes(raw), None  # not an item: filed as BAD_TOPIC with its raw text
+        verdict, future = await pipeline.process(InboundMessage("HTTP", topic, payload, received_at, token))
         if verdict.accepted is None:
             results.append(IngestResult(False, verdict.reason, verdict.detail))
         else:
@@ -237,20 +246,22 @@ async def ingest_http_batch(pipeline: IngestPipeline, tenant_id: str, device_id:
     return BatchResult(tuple(results))
 
 
-async def _reject_body(pipeline: IngestPipeline, tenant_id: str, device_id: str, body: bytes, token: str | None,
-                       received_at: datetime, reason: Reason, detail: str) -> BatchResult:
-    """Quarantine a batch body that cannot be split into messages, filed like a message from that device."""
-    message = InboundMessage("HTTP", http_topic(tenant_id, device_id, "batch"), body, received_at, token)
-    try:
-        record = await pipeline.auth.get_device(tenant_id, device_id)
-        known_tenant = tenant_id if record.tenant_known else None
-    except (OSError, TimeoutError, SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise IngestUnavailable("the device registry is unreachable; retry later") from exc
+class BatchRejected(Exception):
+    """The batch body as a whole is unusable; it was quarantined under `reason`."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.result = IngestResult(False, reason, detail)
+
+
+async def _quarantine_body(pipeline: IngestPipeline, body: bytes, received_at: datetime, reason: Reason,
+                           detail: str) -> None:
+    """Quarantine a batch body that cannot be split into messages (tenant unknown), then refuse it."""
     MESSAGES.labels("HTTP", reason).inc()
     await pipeline.writer.submit(quarantine_event(
-        tenant_id=known_tenant, device_id=device_id, received_at=received_at,
-        transport="HTTP", reason=reason, detail=detail, topic=message.topic, payload=body))
-    return BatchResult((IngestResult(False, reason, detail),))
+        tenant_id=None, device_id=None, received_at=received_at, transport="HTTP", reason=reason, detail=detail,
+        topic="/ingest/v1/batch", payload=body))
+    raise BatchRejected(reason, detail)
 
 
 async def _committed(futures: list[asyncio.Future[None]]) -> None:

@@ -11,7 +11,6 @@ from pulse.clock import Clock, SystemClock
 from pulse.errors import SettingsError
 from pulse.ingest.mqtt import DEFAULT_SESSION_EXPIRY_S, MqttConsumer, broker_address
 from pulse.ingest.service import IngestPipeline
-from pulse.ingest.validate import DEFAULT_BURST, DEFAULT_RATE_PER_S
 from pulse.runtime import Health, worker_context
 from pulse.settings import Settings
 
@@ -30,7 +29,7 @@ def worker_index(environ: dict[str, str] | None = None) -> int:
 
 
 async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = None, client_id: str | None = None,
-              rate_per_s: float = DEFAULT_RATE_PER_S, burst: float = DEFAULT_BURST, grace_s: float = 10.0,
+              rate_per_s: float | None = None, burst: float | None = None, grace_s: float = 10.0,
               session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
               on_started: Callable[[Health], None] | None = None) -> int:
     """Consume MQTT until `stop`; returns 0 after committing what was received (or leaving it unacknowledged

@@ -66,3 +66,21 @@ async def test_rejections_answer_with_status_and_reason(engine: AsyncEngine,
             break
         await asyncio.sleep(0.1)
     assert {"TOKEN_MISSING", "TOKEN_INVALID", "INVALID_JSON", "UNSUPPORTED_MSG_TYPE"} <= reasons
+
+
+async def test_batch_answers_per_message(engine: AsyncEngine, client: AsyncTestClient[Litestar]) -> None:
+    tenant_id, device, token = await _device_with_token(engine)
+    other_tenant, other_device, other_token = await _device_with_token(engine)
+    messages = [
+        {"tenant_id": tenant_id, "device_id": device, "token": token, "message": {"seq": 1, "metrics": {"a": 1}}},
+        {"tenant_id": other_tenant, "device_id": other_device, "token": other_token, "msg_type": "heartbeat",
+         "message": {"seq": 2}},
+        {"tenant_id": tenant_id, "device_id": device, "token": "pt_forged", "message": {"seq": 3, "metrics": {"a": 3}}},
+    ]
+    r = await client.post("/ingest/v1/batch", json={"messages": messages})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    assert [(x["status"], x["reason"]) for x in body["results"]] == [(202, None), (202, None), (401, "TOKEN_INVALID")]
+    r = await client.post("/ingest/v1/batch", content=b"[1, 2]")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_ENVELOPE"

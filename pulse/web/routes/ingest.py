@@ -8,7 +8,7 @@ import msgspec
 from litestar import Request, Response, Router, post
 from litestar.params import PathParameter
 
-from pulse.ingest.service import IngestPipeline, ingest_http
+from pulse.ingest.service import MAX_BATCH_BYTES, BatchRejected, IngestPipeline, ingest_http, ingest_http_batch
 from pulse.web.deps import NowDep
 from pulse.web.errors import Unavailable, error_response, error_specs
 
@@ -59,4 +59,35 @@ async def ingest_one(request: Request[Any, Any, Any], now: NowDep,
                           {"reason": result.reason}, headers)
 
 
-router = Router(path="/ingest/v1", route_handlers=[ingest_one], tags=["ingest"])
+class ItemResult(msgspec.Struct, kw_only=True):
+    index: int
+    status: int
+    accepted: bool
+    reason: str | None = None
+    detail: str | None = None
+
+
+class BatchAnswer(msgspec.Struct, kw_only=True):
+    accepted: int
+    rejected: int
+    results: list[ItemResult]
+
+
+@post("/batch", status_code=200, summary="Send up to 500 messages of any devices, each with its own token",
+      description='Body: `{"messages": [{"tenant_id", "device_id", "msg_type", "token", "message": <envelope>}]}`. '
+                  "Answers 200 with one result per message (its HTTP status and quarantine reason); accepted "
+                  "messages are committed. A body that is not a batch is refused as a whole.",
+      request_max_body_size=MAX_BATCH_BYTES + 1024, responses=error_specs(400, 413, 503))
+async def ingest_batch(request: Request[Any, Any, Any], now: NowDep) -> Response[Any]:
+    try:
+        result = await ingest_http_batch(pipeline_of(request), await request.body(), now)
+    except BatchRejected as exc:
+        r = exc.result
+        return error_response(request, r.status, r.reason or "rejected", r.detail, {"reason": r.reason})
+    items = [ItemResult(index=i, status=r.status, accepted=r.accepted, reason=r.reason,
+                        detail=None if r.accepted else r.detail) for i, r in enumerate(result.results)]
+    return Response(BatchAnswer(accepted=result.accepted, rejected=len(items) - result.accepted, results=items),
+                    status_code=200)
+
+
+router = Router(path="/ingest/v1", route_handlers=[ingest_batch, ingest_one], tags=["ingest"])
