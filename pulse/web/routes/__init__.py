@@ -6,6 +6,7 @@ from litestar.types import ControllerRouterHandler
 
 
 def route_handlers() -> list[ControllerRouterHandler]:
-    from pulse.web.routes import admin, alerts, devices, health, identity, ingest
+    from pulse.web.routes import admin, alerts, devices, health, identity, ingest, operator
 
-    return [*health.ROUTES, *identity.ROUTES, alerts.router, admin.router, devices.router, ingest.router]
+    return [*health.ROUTES, *identity.ROUTES, alerts.router, admin.router, devices.router, ingest.router,
+            operator.router]
