@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import asyncpg
 import prometheus_client
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.db import create_engine
@@ -128,3 +130,35 @@ async def worker_context(process_type: str, settings: Settings, stop: asyncio.Ev
     finally:
         server.close()
         await engine.dispose()
+
+
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, SQLAlchemyError,
+                                                        asyncpg.PostgresConnectionError,
+                                                        asyncpg.InterfaceError, asyncpg.CannotConnectNowError)
+
+
+class Backoff:
+    """Exponential pause after failures (0.5 s doubling to `cap_s`), reset by a success.
+
+    While failing, the process reports not-ready on /readyz with the last error.
+    """
+
+    def __init__(self, health: Health, *, cap_s: float = 10.0) -> None:
+        self.health = health
+        self.cap_s = cap_s
+        self.delay = 0.0
+        self.last_error = ""
+
+        async def check() -> tuple[bool, str]:
+            return (not self.last_error), self.last_error
+
+        health.ready_checks["work loop"] = check
+
+    def ok(self) -> None:
+        self.delay, self.last_error = 0.0, ""
+
+    async def failed(self, exc: BaseException, stop: asyncio.Event) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.delay = min(self.cap_s, max(0.5, self.delay * 2))
+        log.warning("work loop failed; retrying", extra={"error": self.last_error, "retry_in_s": self.delay})
+        await wait_or_stop(stop, None, self.delay)

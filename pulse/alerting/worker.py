@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.alerting.evaluator import DeviceKey, Evaluator, liveness_pass
 from pulse.clock import Clock, SystemClock
 from pulse.db import connect_raw, system_tx
-from pulse.runtime import wait_or_stop, worker_context
+from pulse.runtime import TRANSIENT_DB_ERRORS, Backoff, wait_or_stop, worker_context
 from pulse.settings import Settings
 
 log = logging.getLogger("pulse.evaluate")
@@ -23,6 +24,7 @@ RULES_CHANNEL = "pulse_rules_changed"
 RULES_REFRESH = timedelta(seconds=30)
 LIVENESS_EVERY = timedelta(seconds=1)
 CATCH_UP = timedelta(minutes=10)
+RECONNECT_MARGIN = timedelta(seconds=5)
 
 
 def parse_wakeup(payload: str) -> list[DeviceKey]:
@@ -41,51 +43,87 @@ def parse_wakeup(payload: str) -> list[DeviceKey]:
     return out
 
 
+class Wakeups:
+    """The LISTEN connection (ingest's per-batch device lists, rule changes); reconnects after a lost connection."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.conn: asyncpg.Connection | None = None
+        self.pending: set[DeviceKey] = set()
+        self.wake = asyncio.Event()
+        self.rules_dirty = asyncio.Event()
+
+    def _on_telemetry(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.pending.update(parse_wakeup(payload))
+        self.wake.set()
+
+    def _on_rules(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
+        self.rules_dirty.set()
+        self.wake.set()
+
+    async def ensure(self) -> bool:
+        """Connect if not connected; True when this call (re)connected, so notifications may have been missed."""
+        if self.conn is not None and not self.conn.is_closed():
+            return False
+        if self.conn is not None:
+            self.conn.terminate()
+            self.conn = None
+        conn = await connect_raw(self.database_url, "pulse-evaluate-listen")
+        await conn.add_listener(TELEMETRY_CHANNEL, self._on_telemetry)
+        await conn.add_listener(RULES_CHANNEL, self._on_rules)
+        self.conn = conn
+        return True
+
+    async def close(self) -> None:
+        if self.conn is not None and not self.conn.is_closed():
+            await self.conn.close()
+
+
+async def _changed_since(engine: AsyncEngine, since: datetime) -> set[DeviceKey]:
+    async with system_tx(engine) as conn:
+        rows = await conn.execute(text("SELECT tenant_id, device_id FROM device_state WHERE updated_at > :since"),
+                                  {"since": since})
+        return {(r[0], r[1]) for r in rows}
+
+
 async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     async with worker_context("evaluate", settings, stop) as ctx:
         evaluator = Evaluator(ctx.engine, base_url=settings.base_url)
-        pending: set[DeviceKey] = set()
-        wake = asyncio.Event()
-        rules_dirty = asyncio.Event()
-
-        def on_telemetry(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-            pending.update(parse_wakeup(payload))
-            wake.set()
-
-        def on_rules(_conn: object, _pid: int, _channel: str, _payload: str) -> None:
-            rules_dirty.set()
-            wake.set()
-
-        listener: asyncpg.Connection = await connect_raw(settings.require_database_url(), "pulse-evaluate-listen")
-        await listener.add_listener(TELEMETRY_CHANNEL, on_telemetry)
-        await listener.add_listener(RULES_CHANNEL, on_rules)
+        wakeups = Wakeups(settings.require_database_url())
+        backoff = Backoff(ctx.health)
+        heard_until = clock.now() - CATCH_UP  # devices that spoke while no evaluator listened are evaluated
+        rules_loaded_at = clock.now() - RULES_REFRESH
+        last_liveness = clock.now() - LIVENESS_EVERY
+        log.info("evaluator starting")
         try:
-            await evaluator.load_rules()
-            rules_loaded_at = clock.now()
-            async with system_tx(ctx.engine) as conn:  # devices that spoke while no evaluator ran
-                rows = await conn.execute(
-                    text("SELECT tenant_id, device_id FROM device_state WHERE updated_at > :since"),
-                    {"since": clock.now() - CATCH_UP})
-                pending.update((r[0], r[1]) for r in rows)
-            last_liveness = clock.now() - LIVENESS_EVERY
-            log.info("evaluator started", extra={"tenants_with_rules": len(evaluator.rules_by_tenant)})
             while not stop.is_set():
-                now = clock.now()
-                if rules_dirty.is_set() or now - rules_loaded_at >= RULES_REFRESH:
-                    rules_dirty.clear()
-                    await evaluator.load_rules()
-                    rules_loaded_at = now
-                batch = pending | evaluator.due_pending(now)
-                pending.clear()
-                if batch:
-                    await evaluator.evaluate_devices(batch, now)
-                if now - last_liveness >= LIVENESS_EVERY:
-                    async with system_tx(ctx.engine) as conn:
-                        await liveness_pass(conn, now, base_url=settings.base_url)
-                    last_liveness = now
-                if not pending:
-                    await wait_or_stop(stop, wake, min(settings.evaluate_poll_ms / 1000, 1.0))
+                batch: set[DeviceKey] = set()
+                try:
+                    now = clock.now()
+                    if await wakeups.ensure():
+                        wakeups.pending |= await _changed_since(ctx.engine, heard_until - RECONNECT_MARGIN)
+                        wakeups.rules_dirty.set()
+                    if wakeups.rules_dirty.is_set() or now - rules_loaded_at >= RULES_REFRESH:
+                        wakeups.rules_dirty.clear()
+                        await evaluator.load_rules()
+                        rules_loaded_at = now
+                    batch = wakeups.pending | evaluator.due_pending(now)
+                    wakeups.pending.clear()
+                    if batch:
+                        await evaluator.evaluate_devices(batch, now)
+                    if now - last_liveness >= LIVENESS_EVERY:
+                        async with system_tx(ctx.engine) as conn:
+                            await liveness_pass(conn, now, base_url=settings.base_url)
+                        last_liveness = now
+                    heard_until = now
+                except TRANSIENT_DB_ERRORS as exc:
+                    wakeups.pending |= batch  # evaluate these again once the database answers
+                    await backoff.failed(exc, stop)
+                    continue
+                backoff.ok()
+                if not wakeups.pending:
+                    await wait_or_stop(stop, wakeups.wake, min(settings.evaluate_poll_ms / 1000, 1.0))
         finally:
-            await listener.close()
+            await wakeups.close()
     return 0

@@ -28,6 +28,7 @@ NOTIFY_PAYLOAD_LIMIT = 7900
 """Bytes per pg_notify payload (PostgreSQL refuses 8000 and more); longer device lists are split."""
 
 ROWS_WRITTEN = prometheus_client.Counter("pulse_ingest_rows_written", "Telemetry rows committed")
+DUPLICATES = prometheus_client.Counter("pulse_ingest_duplicates", "Messages already stored (redeliveries), skipped")
 EVENTS_WRITTEN = prometheus_client.Counter("pulse_ingest_quarantine_written", "Quarantine events committed")
 BATCH_SECONDS = prometheus_client.Histogram("pulse_ingest_batch_seconds", "Time to commit one batch")
 WRITE_FAILURES = prometheus_client.Counter("pulse_ingest_write_failures", "Batch commits that failed and are retried")
@@ -42,6 +43,7 @@ _STAGE_COLUMNS = ("time", "tenant_id", "device_id", "site_id", "msg_type", "seq"
 _FROM_STAGE = """
 INSERT INTO telemetry (time, tenant_id, device_id, site_id, msg_type, seq, metrics)
 SELECT time, tenant_id, device_id, site_id, msg_type, seq, metrics FROM pulse_telemetry_stage
+ON CONFLICT DO NOTHING
 """
 
 # One row per device. Values only move forward: a late (older) message neither rewinds last_message_ts/last_seq
@@ -272,33 +274,39 @@ class BatchWriter:
         rows = [i for i in items if isinstance(i, Accepted)]
         events = [i for i in items if isinstance(i, QuarantineEvent)]
         try:
-            await self._write_tx(rows, events, ensure_days=[])
+            added = await self._write_tx(rows, events, ensure_days=[])
         except Exception as exc:
             if not rows or not _is_missing_partition(exc):
                 raise
             days = sorted({r.ts.date() for r in rows})
             log.info("creating telemetry partitions for %d day(s) from %s", len(days), days[0])
-            await self._write_tx(rows, events, ensure_days=days)
-        ROWS_WRITTEN.inc(len(rows))
+            added = await self._write_tx(rows, events, ensure_days=days)
+        ROWS_WRITTEN.inc(added)
+        DUPLICATES.inc(len(rows) - added)
         EVENTS_WRITTEN.inc(len(events))
 
     async def _write_tx(self, rows: list[Accepted], events: list[QuarantineEvent], *,
-                        ensure_days: list[date]) -> None:
+                        ensure_days: list[date]) -> int:
+        added = 0
         async with ingest_tx(self._engine) as sa_conn:
             conn = await driver_connection(sa_conn)
             if ensure_days:
                 await conn.execute("SELECT pulse_ensure_telemetry_partitions(d, d) FROM unnest($1::date[]) d",
                                    ensure_days)
             if rows:
-                await write_telemetry(conn, rows)
+                added = await write_telemetry(conn, rows)
                 await upsert_device_state(conn, rows, self._clock.now())
                 for payload in notify_payloads(rows):
                     await conn.execute("SELECT pg_notify($1, $2)", TELEMETRY_CHANNEL, payload)
             await write_quarantine(conn, events)
+        return added
 
 
-async def write_telemetry(conn: asyncpg.Connection, rows: list[Accepted]) -> None:
-    """COPY the rows into a per-connection staging table, then move them into `telemetry`.
+async def write_telemetry(conn: asyncpg.Connection, rows: list[Accepted]) -> int:
+    """COPY the rows into a per-connection staging table, then move them into `telemetry`; returns rows added.
+
+    A message already stored (same tenant, device, time, seq and msg_type: a QoS 1 redelivery after a lost
+    PUBACK, or an HTTP retry) is skipped by the unique index, so redelivery never duplicates a row.
 
     COPY straight into `telemetry` is refused for pulse_ingest because the table has row-level security
     ("COPY FROM not supported with row-level security"); INSERT … SELECT from the staging table is allowed
@@ -309,7 +317,8 @@ async def write_telemetry(conn: asyncpg.Connection, rows: list[Accepted]) -> Non
         "pulse_telemetry_stage", columns=_STAGE_COLUMNS,
         records=[(r.ts, r.tenant_id, r.device_id, r.site_id, r.msg_type, r.seq, _encode(r.metrics).decode())
                  for r in rows])
-    await conn.execute(_FROM_STAGE)
+    status = await conn.execute(_FROM_STAGE)  # "INSERT 0 <n>"
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def upsert_device_state(conn: asyncpg.Connection, rows: list[Accepted], now: datetime) -> None:

@@ -114,13 +114,30 @@ _CLAIM = text(
 
 async def claim_jobs(conn: AsyncConnection, *, owner: str, now: datetime, limit: int = 100,
                      lease_s: float = 60.0) -> list[ClaimedJob]:
-    """Lease due jobs (and jobs whose lease expired: a crashed deliverer's). Commit before sending."""
+    """Lease due jobs (and jobs whose lease expired: a crashed deliverer's). Commit before sending.
+
+    A job whose payload cannot be read goes straight to the dead letters instead of failing every claim.
+    """
     rows = (await conn.execute(_CLAIM, {"now": now, "limit": limit, "owner": owner, "lease": lease_s})).all()
-    return [ClaimedJob(job_id=r.job_id, tenant_id=r.tenant_id, channel_id=r.channel_id, channel_type=r.channel_type,
-                       config=dict(r.config), secrets_encrypted=r.secrets_encrypted,
-                       message=msgspec.convert(r.payload, AlertEventMessage), idempotency_key=r.idempotency_key,
-                       attempt_no=r.attempt_count, max_attempts=r.max_attempts,
-                       lease_generation=r.lease_generation) for r in rows]
+    jobs: list[ClaimedJob] = []
+    unreadable: dict[str, str] = {}
+    for r in rows:
+        try:
+            message = msgspec.convert(r.payload, AlertEventMessage)
+        except msgspec.ValidationError as exc:
+            unreadable[r.job_id] = f"unreadable payload: {exc}"[:500]
+            continue
+        jobs.append(ClaimedJob(job_id=r.job_id, tenant_id=r.tenant_id, channel_id=r.channel_id,
+                               channel_type=r.channel_type, config=dict(r.config),
+                               secrets_encrypted=r.secrets_encrypted, message=message,
+                               idempotency_key=r.idempotency_key, attempt_no=r.attempt_count,
+                               max_attempts=r.max_attempts, lease_generation=r.lease_generation))
+    for job_id, error in unreadable.items():
+        await conn.execute(text(
+            "UPDATE notification_jobs SET status = 'DEAD', last_error = :e, lease_owner = NULL, "
+            "  lease_expires_at = NULL, updated_at = :now WHERE job_id = CAST(:j AS uuid)"),
+            {"e": error, "now": now, "j": job_id})
+    return jobs
 
 
 async def record_outcome(conn: AsyncConnection, job: ClaimedJob, result: SendResult, *, started_at: datetime,

@@ -18,7 +18,7 @@ from pulse.notify import channels
 from pulse.notify.routing import JOBS_CHANNEL
 from pulse.notify.schemas import SendResult
 from pulse.notify.service import ClaimedJob, RetryPolicy, claim_jobs, open_secrets, record_outcome
-from pulse.runtime import worker_context
+from pulse.runtime import TRANSIENT_DB_ERRORS, Backoff, worker_context
 from pulse.settings import Settings
 
 log = logging.getLogger("pulse.deliver")
@@ -57,7 +57,8 @@ class Deliverer:
             await asyncio.gather(*(self._deliver(job) for job in jobs))
         return len(jobs)
 
-    async def pump(self, stop: asyncio.Event, wake: asyncio.Event, poll_s: float) -> None:
+    async def pump(self, stop: asyncio.Event, wake: asyncio.Event, poll_s: float,
+                   backoff: Backoff | None = None) -> None:
         """Keep up to `concurrency` sends in flight; a slow receiver holds one slot, never the queue.
 
         On stop, no new jobs are claimed and the sends in hand finish and are recorded.
@@ -67,9 +68,17 @@ class Deliverer:
             free = self.concurrency - len(in_flight)
             claimed = 0
             if free > 0:
-                async with system_tx(self.engine) as conn:
-                    jobs = await claim_jobs(conn, owner=self.owner, now=self.clock.now(),
-                                            limit=min(self.batch, free), lease_s=self.lease_s)
+                try:
+                    async with system_tx(self.engine) as conn:
+                        jobs = await claim_jobs(conn, owner=self.owner, now=self.clock.now(),
+                                                limit=min(self.batch, free), lease_s=self.lease_s)
+                except TRANSIENT_DB_ERRORS as exc:
+                    if backoff is None:
+                        raise
+                    await backoff.failed(exc, stop)
+                    continue
+                if backoff is not None:
+                    backoff.ok()
                 claimed = len(jobs)
                 for job in jobs:
                     task = asyncio.create_task(self._deliver(job))
@@ -91,9 +100,14 @@ class Deliverer:
             t0 = time.monotonic()
             result = await self._send(job)
             finished = started + timedelta(seconds=time.monotonic() - t0)
-        async with system_tx(self.engine) as conn:
-            status = await record_outcome(conn, job, result, started_at=started, finished_at=finished,
-                                          retry=self.retry)
+        try:
+            async with system_tx(self.engine) as conn:
+                status = await record_outcome(conn, job, result, started_at=started, finished_at=finished,
+                                              retry=self.retry)
+        except TRANSIENT_DB_ERRORS as exc:
+            # The job stays leased; once the lease expires it is claimed and sent again (at-least-once).
+            log.warning("delivery outcome not recorded", extra={"job_id": job.job_id, "error": str(exc)[:200]})
+            return
         if status == "DELIVERED":
             self.delivered += 1
         elif status in ("DEAD", "LEASE_LOST"):
@@ -122,7 +136,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
         deliverer = Deliverer(ctx.engine, settings, clock=clock)
         log.info("delivery loop started", extra={"owner": deliverer.owner})
         try:
-            await deliverer.pump(stop, wake, settings.deliver_poll_ms / 1000)
+            await deliverer.pump(stop, wake, settings.deliver_poll_ms / 1000, Backoff(ctx.health))
         finally:
             await listener.close()
             await deliverer.aclose()

@@ -469,3 +469,16 @@ def _async(fn: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         await asyncio.sleep(0)
         return fn()
     return probe
+
+
+async def test_a_redelivered_message_is_stored_once(engine: AsyncEngine, pipeline: IngestPipeline) -> None:
+    tenant, dev, token = await registered(engine)
+    ts = now().replace(microsecond=0).isoformat()
+    message = body(seq=42, ts=ts, metrics={"temp_c": 3.5})
+    for _ in range(2):  # e.g. committed, then the PUBACK was lost and the broker sent it again
+        assert (await ingest_http(pipeline, tenant.tenant_id, dev, "telemetry", message, token, now())).accepted
+    heartbeat = body(seq=42, ts=ts)
+    assert (await ingest_http(pipeline, tenant.tenant_id, dev, "heartbeat", heartbeat, token, now())).accepted
+    rows = await sql(engine, "SELECT msg_type, seq FROM telemetry WHERE tenant_id = :t ORDER BY msg_type",
+                     t=tenant.tenant_id)
+    assert [(r["msg_type"], r["seq"]) for r in rows] == [("heartbeat", 42), ("telemetry", 42)]

@@ -316,3 +316,24 @@ async def test_a_receiver_that_never_answers_does_not_hold_back_others(engine: A
         assert after.status == "PENDING" and "Timeout" in after.last_error
     finally:
         silent.close()
+
+
+async def test_an_unreadable_job_is_dead_lettered_and_does_not_block_the_queue(
+        engine: AsyncEngine, settings: Settings, receiver: Receiver) -> None:
+    tenant, device = await _setup(engine, settings, receiver.url)
+    async with system_tx(engine) as conn:
+        await conn.execute(text(
+            "INSERT INTO notification_jobs (tenant_id, channel_id, event_kind, payload, idempotency_key) "
+            "SELECT :t, channel_id, 'OPENED', CAST(:p AS jsonb), 'poison-' || :t FROM notification_channels "
+            "WHERE tenant_id = :t"), {"t": tenant.tenant_id, "p": '{"nonsense": true}'})
+    await _alert(engine, tenant, device)
+    d = Deliverer(engine, settings, retry=FAST)
+    try:
+        async def settled() -> bool:
+            return sorted(j.status for j in await _jobs(engine, tenant)) == ["DEAD", "DELIVERED"]
+
+        await _drain(d, settled)
+    finally:
+        await d.aclose()
+    dead = [j for j in await _jobs(engine, tenant) if j.status == "DEAD"]
+    assert "unreadable payload" in dead[0].last_error and len(receiver.requests) == 1

@@ -1,0 +1,76 @@
+"""`pulse evaluate` as a loop: woken by ingest's NOTIFY, and still hearing it after the database link broke."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import urlsplit
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pulse.alerting import worker
+from pulse.db import system_tx
+from pulse.settings import Settings
+from tests.conftest import make_device, make_tenant
+from tests.ingest.conftest import TcpLink, eventually
+
+
+async def _report_and_notify(engine: AsyncEngine, tenant_id: str, device_id: str, temp_c: float) -> None:
+    """What ingest does for a batch: new latest values, then one NOTIFY naming the device."""
+    async with system_tx(engine) as conn:
+        await conn.execute(text(
+            "UPDATE device_state SET latest_metrics = latest_metrics || CAST(:m AS jsonb), last_seen_at = now(), "
+            "last_telemetry_at = now(), updated_at = now() WHERE tenant_id = :t AND device_id = :d"),
+            {"m": json.dumps({"temp_c": temp_c}), "t": tenant_id, "d": device_id})
+        await conn.execute(text("SELECT pg_notify('pulse_telemetry', :p)"),
+                           {"p": json.dumps([[tenant_id, device_id]])})
+
+
+async def test_evaluator_reconnects_its_listener_after_the_database_link_breaks(
+        engine: AsyncEngine, settings: Settings) -> None:
+    tenant = await make_tenant(engine)
+    device = await make_device(engine, tenant)
+    async with system_tx(engine) as conn:
+        await conn.execute(text(
+            "INSERT INTO alert_rules (tenant_id, name, rule_type, severity, definition) "
+            "VALUES (:t, 'hot', 'THRESHOLD', 4, '{\"metric\": \"temp_c\", \"op\": \"GT\", \"value\": 30}')"),
+            {"t": tenant.tenant_id})
+    url = settings.require_database_url()
+    parts = urlsplit(url)
+    link = TcpLink(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await link.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(settings.replace(database_url=link.url_for(url), health_port=0), stop))
+
+    async def alerts() -> int:
+        async with system_tx(engine) as conn:
+            return int((await conn.execute(text("SELECT count(*) FROM alerts WHERE tenant_id = :t AND status = 'OPEN'"),
+                                           {"t": tenant.tenant_id})).scalar_one())
+
+    try:
+        await _report_and_notify(engine, tenant.tenant_id, device, 31)
+        await eventually(lambda: _at_least(alerts, 1), timeout=20, what="the first alert")
+        async with system_tx(engine) as conn:  # close it so the next breach needs a fresh evaluation
+            await conn.execute(text("UPDATE alerts SET status = 'CLOSED', closed_at = now() WHERE tenant_id = :t"),
+                               {"t": tenant.tenant_id})
+        link.cut()
+        await asyncio.sleep(2)
+        assert not task.done(), "the evaluator must outlive a broken database link"
+        await _report_and_notify(engine, tenant.tenant_id, device, 35)  # sent while the evaluator cannot hear
+        link.restore()
+        await eventually(lambda: _at_least(alerts, 1), timeout=30, what="the alert after the link came back")
+        await _report_and_notify(engine, tenant.tenant_id, device, 25)  # and it hears new NOTIFYs again
+        await eventually(lambda: _exactly(alerts, 0), timeout=30, what="the alert closed by a later message")
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+        await link.close()
+
+
+async def _at_least(probe: object, n: int) -> bool:
+    return await probe() >= n  # type: ignore[operator]
+
+
+async def _exactly(probe: object, n: int) -> bool:
+    return await probe() == n  # type: ignore[operator]
