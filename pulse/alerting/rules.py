@@ -8,10 +8,11 @@ from typing import Any, Literal
 import msgspec
 
 from pulse.errors import ValidationError
+from pulse.notify.schemas import SEVERITY_NAMES
 
 Operator = Literal["GT", "GTE", "LT", "LTE", "EQ", "NEQ"]
 OPERATORS: tuple[str, ...] = ("GT", "GTE", "LT", "LTE", "EQ", "NEQ")
-SEVERITY_NAMES = {1: "info", 2: "low", 3: "medium", 4: "high", 5: "critical"}
+__all__ = ["OPERATORS", "SEVERITY_NAMES", "Operator", "Rule", "ThresholdDefinition"]
 
 
 class ThresholdDefinition(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
