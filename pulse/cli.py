@@ -44,6 +44,7 @@ COMMANDS: dict[str, dict[str, Any]] = {
     "deliver": {
         "help": "send queued notifications (Slack, PagerDuty, Teams, webhook, email, SNMP, MQTT) with retries",
         "settings": (*DB, *HEALTH, "PULSE_SECRET_KEY", "PULSE_DELIVER_POLL_MS", "PULSE_ALLOW_PRIVATE_URLS",
+                     "PULSE_MQTT_ADMIN_URL",
                      "PULSE_MQTT_URL"),
     },
     "schedule": {

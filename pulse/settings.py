@@ -132,6 +132,9 @@ class Settings:
                                        "connections per process")
     mqtt_url: str | None = _setting("PULSE_MQTT_URL", None, _parse_mqtt_url,
                                     "broker URL for ingest and MQTT notifications, mqtt://user:pass@host:1883")
+    mqtt_admin_url: str | None = _setting("PULSE_MQTT_ADMIN_URL", None, _parse_mqtt_url,
+                                          "broker admin account (mqtt://pulse-admin:secret@host:1883); set it and "
+                                          "pulse deliver keeps per-device broker accounts in line", secret=True)
     mqtt_ingest_password: str = _setting("PULSE_MQTT_INGEST_PASSWORD", DEV_MQTT_INGEST_PASSWORD,
                                          _parse_nonempty, "password of the broker account ingest uses",
                                          secret=True)

@@ -133,7 +133,7 @@ class BrokerAdmin:
 
     async def revoke_device(self, username: str) -> None:
         """The device can no longer connect, and a live connection is closed now."""
-        await self.execute([{"command": "disableClient", "username": username}])
+        await self.execute([{"command": "disableClient", "username": username}], tolerate=("not found",))
 
     async def delete_device(self, tenant_id: str, device_id: str, username: str) -> None:
         await self.execute([{"command": "deleteClient", "username": username},

@@ -12,7 +12,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pulse.crypto import hash_token, new_token
+from pulse.crypto import encrypt_secret, hash_token, new_token
 from pulse.errors import Conflict, LimitExceeded, NotFound, ValidationError
 from pulse.fleet.schemas import DeviceCredentials
 
@@ -20,6 +20,7 @@ TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O/1/I: codes are typed by people
 DEVICE_CHANGED_CHANNEL = "pulse_device_changed"
+BROKER_SYNC_CHANNEL = "pulse_broker_sync"
 
 
 def check_tenant_id(tenant_id: str, field: str = "tenant_id") -> str:
@@ -146,7 +147,8 @@ async def issue_activation_code(conn: AsyncConnection, tenant_id: str, device_id
     return code, expires_at
 
 
-async def activate_device(conn: AsyncConnection, code: str, *, now: datetime) -> DeviceCredentials:
+async def activate_device(conn: AsyncConnection, code: str, *, now: datetime,
+                          secret_key: bytes | None = None) -> DeviceCredentials:
     """Exchange an activation code for a provision token and broker credentials (once)."""
     if not isinstance(code, str) or not code.strip():
         raise ValidationError("activation_code is required", field="activation_code")
@@ -161,30 +163,34 @@ async def activate_device(conn: AsyncConnection, code: str, *, now: datetime) ->
         raise ValidationError("activation code has expired", field="activation_code")
     await conn.execute(text("UPDATE device_activation_codes SET used_at = :now WHERE code_hash = :h"),
                        {"now": now, "h": hash_token(_normalise_code(code))})
-    return await issue_credentials(conn, row.tenant_id, row.device_id, now=now)
+    return await issue_credentials(conn, row.tenant_id, row.device_id, now=now, secret_key=secret_key)
 
 
-async def issue_credentials(conn: AsyncConnection, tenant_id: str, device_id: str, *,
-                            now: datetime) -> DeviceCredentials:
-    """Revoke a device's current credentials and issue new ones (rotation); tells ingest to drop its cache."""
+async def issue_credentials(conn: AsyncConnection, tenant_id: str, device_id: str, *, now: datetime,
+                            secret_key: bytes | None = None) -> DeviceCredentials:
+    """Revoke a device's current credentials and issue new ones (rotation); tells ingest to drop its cache.
+
+    With `secret_key`, the new MQTT password is kept encrypted until the broker sync has applied it
+    (pulse.fleet.broker_sync); it is erased once the broker confirmed.
+    """
     device = (await conn.execute(text("SELECT status FROM devices WHERE tenant_id = :t AND device_id = :d"),
                                  {"t": tenant_id, "d": device_id})).first()
     if device is None:
         raise NotFound(f"device {device_id} not found", details={"field": "device_id"})
     if device.status != "ACTIVE":
         raise Conflict(f"device {device_id} is {device.status}; credentials are issued to ACTIVE devices only")
-    await conn.execute(text("UPDATE device_credentials SET revoked_at = :now "
-                            "WHERE tenant_id = :t AND device_id = :d AND revoked_at IS NULL"),
-                       {"t": tenant_id, "d": device_id, "now": now})
+    await _revoke_credentials(conn, tenant_id, device_id, now)
     token = new_token("pt")
     password = secrets.token_urlsafe(24)
     username = mqtt_username(tenant_id, device_id)
     await conn.execute(text(
-        "INSERT INTO device_credentials (tenant_id, device_id, kind, secret_hash, hint, mqtt_username, created_at) "
-        "VALUES (:t, :d, 'PROVISION_TOKEN', :th, :thint, NULL, :now), "
-        "       (:t, :d, 'MQTT_PASSWORD', :ph, :phint, :u, :now)"),
+        "INSERT INTO device_credentials (tenant_id, device_id, kind, secret_hash, hint, mqtt_username, created_at, "
+        "  broker_secret_encrypted, broker_synced_at) "
+        "VALUES (:t, :d, 'PROVISION_TOKEN', :th, :thint, NULL, :now, NULL, :now), "
+        "       (:t, :d, 'MQTT_PASSWORD', :ph, :phint, :u, :now, :sealed, NULL)"),
         {"t": tenant_id, "d": device_id, "th": hash_token(token), "thint": token[:7],
-         "ph": hash_token(password), "phint": password[:3], "u": username, "now": now})
+         "ph": hash_token(password), "phint": password[:3], "u": username, "now": now,
+         "sealed": encrypt_secret(secret_key, password, context=username) if secret_key else None})
     await notify_device_changed(conn, tenant_id, device_id)
     return DeviceCredentials(tenant_id=tenant_id, device_id=device_id, provision_token=token,
                              mqtt_username=username, mqtt_password=password,
@@ -198,10 +204,18 @@ async def revoke_device(conn: AsyncConnection, tenant_id: str, device_id: str, *
                                 {"t": tenant_id, "d": device_id, "now": now})
     if result.rowcount == 0:
         raise NotFound(f"device {device_id} not found", details={"field": "device_id"})
-    await conn.execute(text("UPDATE device_credentials SET revoked_at = :now "
-                            "WHERE tenant_id = :t AND device_id = :d AND revoked_at IS NULL"),
-                       {"t": tenant_id, "d": device_id, "now": now})
+    await _revoke_credentials(conn, tenant_id, device_id, now)
     await notify_device_changed(conn, tenant_id, device_id)
+
+
+async def _revoke_credentials(conn: AsyncConnection, tenant_id: str, device_id: str, now: datetime) -> None:
+    """Revoke every live credential; revoked broker accounts become pending for the broker sync."""
+    await conn.execute(text(
+        "UPDATE device_credentials SET revoked_at = :now, broker_secret_encrypted = NULL, "
+        "  broker_synced_at = CASE WHEN kind = 'MQTT_PASSWORD' THEN NULL ELSE broker_synced_at END "
+        "WHERE tenant_id = :t AND device_id = :d AND revoked_at IS NULL"),
+        {"t": tenant_id, "d": device_id, "now": now})
+    await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": BROKER_SYNC_CHANNEL, "p": f"{tenant_id}/{device_id}"})
 
 
 async def notify_device_changed(conn: AsyncConnection, tenant_id: str, device_id: str) -> None:

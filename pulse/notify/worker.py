@@ -135,8 +135,17 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
         await listener.add_listener(JOBS_CHANNEL, lambda *_: wake.set())
         deliverer = Deliverer(ctx.engine, settings, clock=clock)
         log.info("delivery loop started", extra={"owner": deliverer.owner})
+        broker_sync = None
+        if settings.mqtt_admin_url:
+            from pulse.fleet.broker_sync import run_broker_sync
+
+            broker_sync = asyncio.create_task(run_broker_sync(
+                ctx.engine, settings.require_database_url(), settings.mqtt_admin_url, settings.secret_key_bytes,
+                stop, clock=clock), name="broker-sync")
         try:
             await deliverer.pump(stop, wake, settings.deliver_poll_ms / 1000, Backoff(ctx.health))
+            if broker_sync is not None:
+                await broker_sync
         finally:
             await listener.close()
             await deliverer.aclose()

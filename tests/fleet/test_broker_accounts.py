@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import gmqtt
@@ -17,50 +13,15 @@ import pytest
 from gmqtt.mqtt.constants import MQTTv50
 
 from pulse.fleet.broker_accounts import BrokerAdmin
-from tests.conftest import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-ADMIN = ("pulse-admin", "admin-secret-for-tests")
-INGEST = ("pulse-ingest", "ingest-secret-for-tests")
+from tests.fleet.conftest import INGEST, admin_url
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None or shutil.which("mosquitto_ctrl") is None,
                                 reason="mosquitto and mosquitto_ctrl are installed by `make test`")
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A private Mosquitto from the deploy config, on a free loopback port, with a fresh dynsec file."""
-    tmp = tmp_path_factory.mktemp("mosquitto")
-    port = free_port()
-    dynsec = tmp / "dynamic-security.json"
-    subprocess.run([str(ROOT / "deploy/mosquitto/init-dynsec.sh"), str(dynsec), *ADMIN], check=True,
-                   capture_output=True)
-    conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
-    conf = (conf.replace("listener 1883", f"listener {port} 127.0.0.1")
-            .replace("/mosquitto/config/dynamic-security.json", str(dynsec))
-            .replace("persistence_location /mosquitto/data/", f"persistence_location {tmp}/"))
-    conf += f"\n# the test's files belong to the test's user; run the broker as that user\nuser {getpass.getuser()}\n"
-    (tmp / "mosquitto.conf").write_text(conf)
-    proc = subprocess.Popen(["mosquitto", "-c", str(tmp / "mosquitto.conf")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        raise AssertionError(proc.stdout.read().decode() if proc.stdout else "mosquitto did not start")
-    yield port
-    proc.terminate()
-    proc.wait(10)
-
-
 @pytest.fixture
 async def admin(broker: int) -> AsyncIterator[BrokerAdmin]:
-    async with BrokerAdmin(f"mqtt://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{broker}",
-                           client_id=f"admin-{time.monotonic_ns()}") as a:
+    async with BrokerAdmin(admin_url(broker), client_id=f"admin-{time.monotonic_ns()}") as a:
         await a.ensure_ingest_account(*INGEST)
         yield a
 

@@ -46,9 +46,10 @@ def broker_address(settings: SettingsDep) -> tuple[str | None, int | None]:
       responses=error_specs(400, 404))
 async def activate(data: JSONBody[ActivationRequest], engine: EngineDep, settings: SettingsDep,
                    now: NowDep) -> Response[ActivatedDevice]:
-    """Credentials are shown once: the code is spent and only hashes of the secrets are kept."""
+    """Credentials are shown once: the code is spent and only hashes of the secrets are kept (the MQTT
+    password also encrypted until `pulse deliver` has created the device's broker account)."""
     async with system_tx(engine) as conn:
-        creds = await activate_device(conn, data.activation_code, now=now)
+        creds = await activate_device(conn, data.activation_code, now=now, secret_key=settings.secret_key_bytes)
     host, port = broker_address(settings)
     body = ActivatedDevice(
         tenant_id=creds.tenant_id, device_id=creds.device_id, provision_token=creds.provision_token,

@@ -1,0 +1,52 @@
+"""Fleet test fixtures: a private Mosquitto with dynamic security, started from deploy/mosquitto."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN = ("pulse-admin", "admin-secret-for-tests")
+INGEST = ("pulse-ingest", "ingest-secret-for-tests")
+
+
+def admin_url(port: int) -> str:
+    return f"mqtt://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A private Mosquitto from the deploy config, on a free loopback port, with a fresh dynsec file."""
+    tmp = tmp_path_factory.mktemp("mosquitto")
+    port = free_port()
+    dynsec = tmp / "dynamic-security.json"
+    subprocess.run([str(ROOT / "deploy/mosquitto/init-dynsec.sh"), str(dynsec), *ADMIN], check=True,
+                   capture_output=True)
+    conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
+    conf = (conf.replace("listener 1883", f"listener {port} 127.0.0.1")
+            .replace("/mosquitto/config/dynamic-security.json", str(dynsec))
+            .replace("persistence_location /mosquitto/data/", f"persistence_location {tmp}/"))
+    conf += f"\n# the test's files belong to the test's user; run the broker as that user\nuser {getpass.getuser()}\n"
+    (tmp / "mosquitto.conf").write_text(conf)
+    proc = subprocess.Popen(["mosquitto", "-c", str(tmp / "mosquitto.conf")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        raise AssertionError(proc.stdout.read().decode() if proc.stdout else "mosquitto did not start")
+    yield port
+    proc.terminate()
+    proc.wait(10)
