@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import logging
+import secrets
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -51,7 +52,7 @@ INGEST_ACLS = [{"acltype": "subscribePattern", "topic": "tenant/+/device/+/+", "
 class BrokerAdmin:
     """An admin connection to the broker's dynamic-security API. Use as `async with BrokerAdmin(url) as admin`."""
 
-    def __init__(self, admin_url: str, *, timeout_s: float = 5.0, client_id: str = "pulse-broker-admin") -> None:
+    def __init__(self, admin_url: str, *, timeout_s: float = 5.0, client_id: str | None = None) -> None:
         parts = urlsplit(admin_url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or not parts.username:
             raise ValueError("the admin URL must be mqtt[s]://user:password@host[:port]")
@@ -59,7 +60,8 @@ class BrokerAdmin:
         self._ssl = parts.scheme == "mqtts"
         self._user, self._password = unquote(parts.username), unquote(parts.password or "")
         self._timeout_s = timeout_s
-        self._client = gmqtt.Client(client_id)
+        # A unique id per connection: two processes sharing one id would keep taking each other's session over.
+        self._client = gmqtt.Client(client_id or f"pulse-broker-admin-{secrets.token_hex(4)}")
         self._waiting: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -49,12 +51,15 @@ async def sync_device(engine: AsyncEngine, admin: BrokerAdmin, secret_key: bytes
     if not pending:
         return "nothing"
     active = next((c for c in creds if c.revoked_at is None and c.device_status == "ACTIVE"), None)
-    if active is not None and active.broker_synced_at is None and active.broker_secret_encrypted:
-        password = decrypt_secret(secret_key, active.broker_secret_encrypted, context=active.mqtt_username)
+    password = _password(secret_key, active) if active is not None and active.broker_synced_at is None else None
+    if password is not None and active is not None:
         await admin.ensure_device(tenant_id, device_id, active.mqtt_username, password)
         action = "applied"
     elif active is not None and active.broker_synced_at is None:
-        log.error("credential has no password to give the broker; rotate it", extra={"device": device_id})
+        # Fail closed: the old password is revoked in Pulse, and the new one cannot be given to the broker.
+        log.error("credential cannot be given to the broker (no readable password); device cut off until its "
+                  "credentials are rotated", extra={"tenant_id": tenant_id, "device_id": device_id})
+        await admin.revoke_device(active.mqtt_username)
         action = "unusable"
     elif active is None:
         await admin.revoke_device(creds[0].mqtt_username)
@@ -70,13 +75,42 @@ async def sync_device(engine: AsyncEngine, admin: BrokerAdmin, secret_key: bytes
     return action
 
 
+def _password(secret_key: bytes, cred: Any) -> str | None:
+    if not cred.broker_secret_encrypted:
+        return None
+    try:
+        return decrypt_secret(secret_key, cred.broker_secret_encrypted, context=cred.mqtt_username)
+    except (ValueError, InvalidTag):  # sealed under another PULSE_SECRET_KEY, or damaged
+        return None
+
+
 async def sync_pending(engine: AsyncEngine, admin: BrokerAdmin, secret_key: bytes, *, now: datetime) -> int:
-    """Apply every pending change; returns how many devices were handled."""
+    """Apply every pending change; returns how many devices were handled.
+
+    Each device is synced under a session advisory lock held on a connection with no transaction open, so
+    two syncers never interleave one device's changes (an older password cannot win over a newer one).
+    """
     devices = await pending_devices(engine)
-    for tenant_id, device_id in devices:
-        action = await sync_device(engine, admin, secret_key, tenant_id, device_id, now=now)
-        log.info("broker account synced", extra={"tenant_id": tenant_id, "device_id": device_id, "action": action})
-    return len(devices)
+    handled = 0
+    async with engine.connect() as lock_conn:
+        for tenant_id, device_id in devices:
+            key = {"k": f"pulse-broker-sync:{tenant_id}/{device_id}"}
+            got = (await lock_conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:k))"), key)).scalar()
+            await lock_conn.commit()
+            if not got:
+                continue  # another syncer is on this device now
+            try:
+                action = await sync_device(engine, admin, secret_key, tenant_id, device_id, now=now)
+                handled += 1
+                log.info("broker account synced",
+                         extra={"tenant_id": tenant_id, "device_id": device_id, "action": action})
+            except BrokerAccountError as exc:  # this device stays pending; the others go on
+                log.warning("broker refused a device's change; will retry",
+                            extra={"tenant_id": tenant_id, "device_id": device_id, "error": exc.message})
+            finally:
+                await lock_conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
+                await lock_conn.commit()
+    return handled
 
 
 async def run_broker_sync(engine: AsyncEngine, database_url: str, admin_url: str, secret_key: bytes,

@@ -104,3 +104,22 @@ async def test_pulse_deliver_cuts_off_a_revoked_device_within_two_seconds(engine
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_an_unreadable_password_fails_closed_and_does_not_stop_other_devices(
+        engine: AsyncEngine, settings: Settings, broker: int) -> None:
+    tenant = await make_tenant(engine)
+    username, password = await _activated(engine, settings, tenant.tenant_id, "pump-3")
+    async with BrokerAdmin(admin_url(broker)) as admin:
+        await sync_pending(engine, admin, settings.secret_key_bytes, now=datetime.now(UTC))
+        client = await _connects(broker, username, password)
+        assert client is not None
+        await client.disconnect()
+        async with system_tx(engine) as conn:  # rotated by a process that had another PULSE_SECRET_KEY
+            await issue_credentials(conn, tenant.tenant_id, "pump-3", now=datetime.now(UTC), secret_key=b"k" * 32)
+        other_user, other_password = await _activated(engine, settings, tenant.tenant_id, "pump-4")
+        await sync_pending(engine, admin, settings.secret_key_bytes, now=datetime.now(UTC))
+        assert await _connects(broker, username, password) is None, "the revoked password must stop working"
+        other = await _connects(broker, other_user, other_password)
+        assert other is not None
+        await other.disconnect()
