@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import gmqtt
+import prometheus_client
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
 from pulse.errors import SettingsError
@@ -24,6 +27,10 @@ log = logging.getLogger("pulse.ingest.mqtt")
 PROTOCOLS = ("auto", "5", "3.1.1")
 PUBACK_SUCCESS = 0
 DEFAULT_SESSION_EXPIRY_S = 86400
+WAITED = prometheus_client.Counter(
+    "pulse_ingest_mqtt_waited", "MQTT messages that waited (registry record not cached, or the writer full)")
+_U16 = struct.Struct("!H")
+_PUBACK = struct.Struct("!BBH")  # PUBACK, remaining length 2, packet id: success in MQTT 3.1.1 and 5 alike
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,13 @@ class MqttConsumer:
     worker is away wait in the broker. PUBACK goes out when the message's batch committed (or its quarantine
     event did); the Receive Maximum we announce equals the writer's pending cap, so the broker stops sending
     when that many messages are unacknowledged.
+
+    Hot path: QoS 1 PUBLISH packets without properties are taken straight from gmqtt's packet handler
+    (`_fast_publish`), checked without waiting when the device's registry record is cached, and acknowledged
+    together when their batch commits — one socket write for all the PUBACKs of a batch, and only on the
+    connection that delivered them (after a reconnect the broker sends them again and those copies are
+    acknowledged instead). Everything else (QoS 0 and 2, properties, cache misses, a full writer) takes gmqtt's
+    general path or a task of its own and is acknowledged the same way.
     """
 
     def __init__(self, pipeline: IngestPipeline, address: BrokerAddress, *, client_id: str, shared_group: str,
@@ -81,11 +95,19 @@ class MqttConsumer:
         self._session_expiry_s = session_expiry_s
         self._connect_timeout_s = connect_timeout_s
         self._retry_max_s = retry_max_s
-        self._receive_maximum = max(1, min(65535, pipeline.writer.max_pending))
+        # The broker keeps at most this many messages unacknowledged with us: half the writer's room, so the
+        # writer is never the limit and messages take the hot path.
+        self._receive_maximum = max(1, min(65535, pipeline.writer.max_pending // 2))
         self._client: gmqtt.Client | None = None
         self._subscribed = False
         self._disconnected = False
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._acks: dict[asyncio.Future[None], list[tuple[Any, int]]] = {}
+        self._mqtt5 = True
+        # Messages that found the writer full wait here, in order, without a task each; they are queued as soon as
+        # a batch commits. The broker's Receive Maximum bounds how many there can be.
+        self._parked: deque[tuple[Any, int, InboundMessage]] = deque()
+        self._waited = 0
         self.topic_filter = ""
 
     async def ready_check(self) -> tuple[bool, str]:
@@ -116,6 +138,7 @@ class MqttConsumer:
         settled = [t for t in self._handlers if not t.done()]
         if settled:  # let handlers whose batch committed return, so their PUBACK precedes DISCONNECT
             await asyncio.wait(settled, timeout=1.0 if clean else 0.1)
+        for _ in range(3):  # batch callbacks write their PUBACKs on the next turns of the loop
             await asyncio.sleep(0)
         clean = clean and not any(not t.done() for t in self._handlers)
         self._disconnected = True
@@ -140,6 +163,10 @@ class MqttConsumer:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        handler = client._package_handler
+        general = handler._handle_publish_packet
+        handler._handle_publish_packet = lambda cmd, raw: self._fast_publish(client, general, cmd, raw)
+        handler._handler_cache.clear()
         return client
 
     async def _connect(self, stop: asyncio.Event) -> gmqtt.Client | None:
@@ -173,7 +200,8 @@ class MqttConsumer:
         return None
 
     def _on_connect(self, client: gmqtt.Client, _flags: int, _rc: int, _properties: dict[str, Any]) -> None:
-        if _protocol_of(client) == MQTTv50:
+        self._mqtt5 = _protocol_of(client) == MQTTv50
+        if self._mqtt5:
             self.topic_filter = f"$share/{self.shared_group}/{TOPIC_FILTER}"
         else:
             self.topic_filter = TOPIC_FILTER
@@ -194,9 +222,111 @@ class MqttConsumer:
         if not self._disconnected:
             log.warning("disconnected from the MQTT broker; gmqtt reconnects")
 
+    def _fast_publish(self, client: gmqtt.Client, general: Any, cmd: int, raw: bytes) -> None:
+        """A PUBLISH from the broker: QoS 1 without properties here, anything else through gmqtt's handler."""
+        if (cmd & 0x06) != 0x02:
+            return general(cmd, raw)  # type: ignore[no-any-return]
+        try:
+            (length,) = _U16.unpack_from(raw, 0)
+            at = 2 + length
+            (mid,) = _U16.unpack_from(raw, at)
+            at += 2
+            if self._mqtt5:
+                if raw[at] != 0:  # properties (a topic alias, user properties): the general path handles them
+                    return general(cmd, raw)  # type: ignore[no-any-return]
+                at += 1
+        except (struct.error, IndexError):
+            return general(cmd, raw)  # type: ignore[no-any-return]
+        name = raw[2:2 + length]
+        if not name:
+            return general(cmd, raw)  # type: ignore[no-any-return]
+        topic: str | bytes
+        try:
+            topic = name.decode()
+        except UnicodeDecodeError:
+            topic = name  # quarantined as BAD_TOPIC
+        self._receive(client, mid, topic, raw[at:])
+        return None
+
+    def _receive(self, client: gmqtt.Client, mid: int, topic: str | bytes, payload: bytes) -> None:
+        message = InboundMessage("MQTT", topic, payload, self._pipeline.clock.now())
+        connection = client._connection
+        # Behind messages already waiting, to keep arrival order.
+        if self._parked or not self._try_queue(connection, mid, message):
+            self._waited += 1
+            self._parked.append((connection, mid, message))
+
+    def _try_queue(self, connection: Any, mid: int, message: InboundMessage) -> bool:
+        """Queue on the hot path; False (nothing done) when the writer is full."""
+        writer = self._pipeline.writer
+        if not writer.has_room and not writer.closing:
+            return False
+        try:
+            committed = self._pipeline.try_process(message)
+        except IngestUnavailable:
+            return True  # shutting down: unacknowledged, the broker delivers it again
+        if committed is None:  # the device's registry record is not cached: a task waits for the read
+            self._waited += 1
+            task = asyncio.create_task(self._slow(connection, mid, message))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+        else:
+            self._ack_after(committed, connection, mid)
+        return True
+
+    def _unpark(self) -> None:
+        parked = self._parked
+        while parked and self._try_queue(*parked[0]):
+            parked.popleft()
+
+    async def _slow(self, connection: Any, mid: int, message: InboundMessage) -> None:
+        """A message that has to wait (registry lookup, a full writer, the registry unreachable)."""
+        committed = await self._queue_waiting(message)
+        if committed is not None:
+            self._ack_after(committed, connection, mid)
+
+    async def _queue_waiting(self, message: InboundMessage) -> asyncio.Future[None] | None:
+        """Queue the message, holding it (no PUBACK) while the registry is unreachable; None at shutdown."""
+        delay = 0.1
+        while True:
+            try:
+                return (await self._pipeline.process(message))[1]
+            except IngestUnavailable:
+                if not self._pipeline.closing:
+                    await self._pipeline.pause(delay)
+                if self._pipeline.closing:
+                    return None
+                delay = min(delay * 2, 5.0)
+
+    def _ack_after(self, committed: asyncio.Future[None], connection: Any, mid: int) -> None:
+        acks = self._acks.get(committed)
+        if acks is None:
+            acks = self._acks[committed] = []
+            committed.add_done_callback(self._batch_done)
+        acks.append((connection, mid))
+
+    def _batch_done(self, committed: asyncio.Future[None]) -> None:
+        """The batch committed: one write with the PUBACKs of its messages that came on the current connection."""
+        acks = self._acks.pop(committed, [])
+        if self._waited:
+            WAITED.inc(self._waited)
+            self._waited = 0
+        if self._parked:
+            self._unpark()
+        if committed.cancelled() or committed.exception() is not None:
+            return  # not durable: unacknowledged, so the broker delivers them again after a reconnect
+        client = self._client
+        connection = client._connection if client is not None else None
+        if connection is None or connection.is_closing():
+            return
+        data = b"".join([_PUBACK.pack(0x40, 2, mid) for conn, mid in acks if conn is connection])
+        if data:
+            connection.send_package(data)
+
     async def _on_message(self, _client: gmqtt.Client, topic: str | bytes, payload: bytes, _qos: int,
                           _properties: dict[str, Any]) -> int:
-        """Return the PUBACK code once the message is durable; gmqtt sends the PUBACK when this returns."""
+        """gmqtt's general path (QoS 0 and 2, packets with properties): gmqtt sends the PUBACK/PUBREC with the
+        code this returns, once the message is durable."""
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
@@ -207,18 +337,9 @@ class MqttConsumer:
                 self._handlers.discard(task)
 
     async def _handle(self, message: InboundMessage) -> int:
-        delay = 0.1
-        while True:
-            try:
-                _verdict, committed = await self._pipeline.process(message)
-                break
-            except IngestUnavailable:
-                # The registry is unreachable: hold the message (no PUBACK) and try again.
-                if not self._pipeline.closing:
-                    await self._pipeline.pause(delay)
-                if self._pipeline.closing:
-                    return self._unacknowledged()
-                delay = min(delay * 2, 5.0)
+        committed = await self._queue_waiting(message)
+        if committed is None:
+            return self._unacknowledged()
         try:
             await committed
         except IngestUnavailable:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -16,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.clock import Clock, SystemClock
 from pulse.ingest.auth import DEFAULT_TTL_S, DeviceAuthCache
-from pulse.ingest.envelope import Reason
+from pulse.ingest.envelope import Reason, Rejected, Topic, parse_topic
 from pulse.ingest.quarantine import quarantine_event
 from pulse.ingest.validate import (
     InboundMessage,
     RateLimiter,
     Verdict,
+    check_message,
     validate_message,
 )
 from pulse.ingest.writer import BatchWriter, IngestUnavailable
@@ -33,6 +35,8 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 """Largest HTTP batch body; each message in it still obeys the 64 KiB message limit."""
 MAX_BATCH_MESSAGES = 500
 HTTP_COMMIT_TIMEOUT_S = 10.0
+TOPIC_CACHE_MAX = 200_000
+"""Parsed topics remembered by the MQTT hot path (a topic per device and message type)."""
 
 MESSAGES = prometheus_client.Counter("pulse_ingest_messages", "Messages validated, by transport and outcome "
                                      "(accepted or the quarantine reason)", ["transport", "outcome"])
@@ -113,7 +117,26 @@ class IngestPipeline:
         self._listen = listen
         self._stop = asyncio.Event()
         self._listen_task: asyncio.Task[None] | None = None
+        self._fresh_task: asyncio.Task[None] | None = None
         self.registry_error = ""
+        self._counters: dict[tuple[str, Reason | None], Any] = {}
+        self._tally: dict[tuple[str, Reason | None], int] = {}
+        self.writer.on_commit = self.flush_counts
+        self._topics: dict[str | bytes, Topic] = {}
+
+    async def prepare(self, timeout_s: float = 10.0) -> None:
+        """Before taking traffic: wait (briefly) for the device-change LISTEN, then load the registry records of
+        the most recently active devices, so their messages are checked without waiting for a registry read.
+        A database that does not answer in time is logged; messages then load records as they come."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        if self._listen:
+            await self.auth.wait_listening(timeout_s / 2)
+        try:
+            count = await asyncio.wait_for(self.auth.warm(), timeout=max(deadline - loop.time(), 0.1))
+            log.info("device registry cache warmed", extra={"devices": count})
+        except (TimeoutError, OSError, SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("device registry cache not warmed: %s", f"{type(exc).__name__}: {exc}"[:200])
 
     @property
     def closing(self) -> bool:
@@ -124,15 +147,17 @@ class IngestPipeline:
         if self._listen and self._listen_task is None:
             self._listen_task = asyncio.create_task(
                 self.auth.listen(self.settings.require_database_url(), self._stop), name="ingest-auth-listen")
+            self._fresh_task = asyncio.create_task(self.auth.keep_fresh(self._stop), name="ingest-auth-refresh")
 
     async def close(self, grace_s: float = 10.0) -> bool:
         """Commit what is queued (within `grace_s`) and stop; True when nothing was left uncommitted."""
         self._stop.set()
         clean = await self.writer.close(grace_s)
-        if self._listen_task is not None:
-            self._listen_task.cancel()  # it may be waiting on a connect to an unreachable database
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listen_task
+        for task in (self._listen_task, self._fresh_task):
+            if task is not None:
+                task.cancel()  # it may be waiting on a connect to an unreachable database
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         return clean
 
     async def ready_check(self) -> tuple[bool, str]:
@@ -153,13 +178,55 @@ class IngestPipeline:
             self.registry_error = f"device registry unreachable: {type(exc).__name__}: {exc}"[:300]
             raise IngestUnavailable("the device registry is unreachable; retry later") from exc
         self.registry_error = ""
-        MESSAGES.labels(message.transport, verdict.reason or "accepted").inc()
+        await self.writer.wait_for_room()
+        return verdict, self._queue(message, verdict)
+
+    def try_process(self, message: InboundMessage) -> asyncio.Future[None] | None:
+        """The same as `process` without waiting, for MQTT's hot path: None (nothing done, nothing counted) when
+        that would need to wait — the device's registry record is not cached, or the writer is full — and the
+        caller then awaits `process`. Otherwise the message's batch future (accepted or quarantined)."""
+        if not self.writer.has_room:
+            return None
+        topic: Topic | None = self._topics.get(message.topic)
+        bad_topic: Rejected | None = None
+        if topic is None:
+            try:
+                topic = parse_topic(message.topic)
+            except Rejected as exc:
+                bad_topic = exc
+            else:
+                if len(self._topics) >= TOPIC_CACHE_MAX:
+                    self._topics.clear()
+                self._topics[message.topic] = topic
+        record = self.auth.cached_device(topic.tenant_id, topic.device_id) if topic is not None else None
+        if topic is not None and record is None:
+            return None
+        verdict = check_message(message, topic, bad_topic, record, limiter=self.limiter,
+                                retention_days=self.settings.telemetry_retention_days,
+                                monotonic=self.clock.monotonic())
+        self.registry_error = ""
+        return self._queue(message, verdict)
+
+    def _queue(self, message: InboundMessage, verdict: Verdict) -> asyncio.Future[None]:
+        # Counted here and added to the Prometheus counters once per batch (a locked increment per message
+        # costs more than the rest of the hot path's bookkeeping).
+        key = (message.transport, verdict.reason)
+        self._tally[key] = self._tally.get(key, 0) + 1
         if verdict.accepted is not None:
-            return verdict, await self.writer.submit(verdict.accepted)
-        return verdict, await self.writer.submit(quarantine_event(
+            return self.writer.submit_nowait(verdict.accepted)
+        return self.writer.submit_nowait(quarantine_event(
             tenant_id=verdict.tenant_id, device_id=verdict.device_id, received_at=message.received_at,
             transport=message.transport, reason=verdict.reason or Reason.INVALID_ENVELOPE, detail=verdict.detail,
             topic=message.topic, payload=message.payload))
+
+    def flush_counts(self) -> None:
+        """Add the messages counted since the last call to pulse_ingest_messages."""
+        tally, self._tally = self._tally, {}
+        for key, n in tally.items():
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = MESSAGES.labels(key[0], key[1] or "accepted")
+            counter.inc(n)
 
     async def flush(self) -> None:
         """Commit everything queued so far (tests and shutdown)."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pulse.ingest.auth import DeviceAuthCache
+import msgspec
+
+from pulse.ingest.auth import DeviceAuthCache, DeviceRecord
 from pulse.ingest.envelope import (
     Reason,
     Rejected,
@@ -63,8 +64,7 @@ class RateLimiter:
                 del self._buckets[k]
 
 
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
+class InboundMessage(msgspec.Struct, frozen=True, gc=False):
     """One message as a transport received it. `topic` is the MQTT topic, or the same shape built from the URL."""
 
     transport: Transport
@@ -74,8 +74,7 @@ class InboundMessage:
     token: str | None = None  # HTTP bearer token; MQTT is authenticated by the broker
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(msgspec.Struct, frozen=True, gc=False):
     """A message that passed every check, ready for the batch writer."""
 
     tenant_id: str
@@ -91,8 +90,7 @@ class Accepted:
     transport: Transport
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True, gc=False):
     """Outcome of validation: `accepted`, or the reason with the ids a quarantine event is filed under."""
 
     accepted: Accepted | None
@@ -117,6 +115,19 @@ async def validate_message(message: InboundMessage, *, auth: DeviceAuthCache, li
     except Rejected as exc:
         bad_topic = exc
     record = await auth.get_device(topic.tenant_id, topic.device_id) if topic is not None else None
+    owner: tuple[str, str] | None = None
+    token = message.token if message.transport == "HTTP" else None
+    if token and record is not None and record.device_known and not record.token_matches(token, message.received_at):
+        owner = await auth.token_owner(token)  # a database lookup, so only for devices that exist
+    return check_message(message, topic, bad_topic, record, limiter=limiter, retention_days=retention_days,
+                         monotonic=monotonic, token_owner=owner)
+
+
+def check_message(message: InboundMessage, topic: Topic | None, bad_topic: Rejected | None,
+                  record: DeviceRecord | None, *, limiter: RateLimiter, retention_days: int, monotonic: float,
+                  token_owner: tuple[str, str] | None = None) -> Verdict:
+    """The checks themselves, without waiting: `record` is the registry record of the topic's device and
+    `token_owner` the device holding an HTTP token that is not this device's (None when it is nobody's)."""
     try:
         check_size(message.payload)
         if topic is None or record is None:
@@ -130,11 +141,8 @@ async def validate_message(message: InboundMessage, *, auth: DeviceAuthCache, li
         if envelope.tenant_id is not None and envelope.tenant_id != topic.tenant_id:
             raise Rejected(Reason.TENANT_MISMATCH, f"tenant_id {envelope.tenant_id!r} in the body differs from "
                                                    f"{topic.tenant_id!r} in the {_where(message)}")
-        token = message.token if message.transport == "HTTP" else None
-        if token and record.device_known and not record.token_matches(token, message.received_at):
-            owner = await auth.token_owner(token)  # a database lookup, so only for devices that exist
-            if owner is not None and owner[0] != topic.tenant_id:
-                raise Rejected(Reason.TENANT_MISMATCH, "the token belongs to a device of another tenant")
+        if token_owner is not None and token_owner[0] != topic.tenant_id:
+            raise Rejected(Reason.TENANT_MISMATCH, "the token belongs to a device of another tenant")
         if not record.tenant_known:
             raise Rejected(Reason.UNREGISTERED_DEVICE, f"tenant {topic.tenant_id!r} does not exist")
         if not record.device_known:

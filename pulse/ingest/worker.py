@@ -38,8 +38,12 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
     # The group is part of the id: a session resumed under another group would keep the old subscription too.
     client_id = client_id or f"{settings.ingest_shared_group}-{worker_index()}"
     async with worker_context("ingest", settings, stop) as ctx:
-        pipeline = IngestPipeline(ctx.engine, settings, clock or SystemClock(), rate_per_s=rate_per_s, burst=burst)
+        # Room for four batches: the broker may keep two unacknowledged with us (see MqttConsumer), so one batch
+        # fills while another commits.
+        pipeline = IngestPipeline(ctx.engine, settings, clock or SystemClock(), rate_per_s=rate_per_s, burst=burst,
+                                  max_pending=4 * settings.ingest_batch_size)
         await pipeline.start()
+        await pipeline.prepare()
         consumer = MqttConsumer(pipeline, address, client_id=client_id, shared_group=settings.ingest_shared_group,
                                 session_expiry_s=session_expiry_s)
         ctx.health.ready_checks["ingest"] = pipeline.ready_check

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -119,12 +120,14 @@ class BatchWriter:
         self._writing: _Batch | None = None
         self._pending = 0
         self._wake = asyncio.Event()
-        self._space = asyncio.Event()
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._abandon = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.healthy = True
         self.last_error = ""
+        self.on_commit: Callable[[], None] | None = None
+        """Called as each batch starts to be written (callers flush their own counters there)."""
 
     @property
     def pending(self) -> int:
@@ -136,9 +139,42 @@ class BatchWriter:
 
     async def submit(self, item: Item) -> asyncio.Future[None]:
         """Queue one item (waiting for room); the returned future resolves when its batch committed."""
-        while self._pending >= self.max_pending and not self._closing:
-            self._space.clear()
-            await self._space.wait()
+        await self.wait_for_room()
+        return self.submit_nowait(item)
+
+    async def wait_for_room(self) -> None:
+        """Return once fewer than `max_pending` items wait (or the writer is closing: submitting then raises)."""
+        if self.has_room or self._closing:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._room_waiters.append(waiter)  # first come, first served; woken one per free slot
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._wake_room_waiters()  # pass the slot on
+            raise
+
+    def _wake_room_waiters(self) -> None:
+        free = self.max_pending - self._pending if not self._closing else len(self._room_waiters)
+        while free > 0 and self._room_waiters:
+            waiter = self._room_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def has_room(self) -> bool:
+        """Whether submit_nowait may be called now: fewer than `max_pending` items wait, nobody is queued for room
+        and the writer is not closing."""
+        return self._pending < self.max_pending and not self._room_waiters and not self._closing
+
+    def submit_nowait(self, item: Item) -> asyncio.Future[None]:
+        """Queue one item without waiting for room (callers check `has_room`, or are bounded otherwise)."""
         if self._closing:
             raise IngestUnavailable("ingest is shutting down")
         batch = self._batches[-1] if self._batches else None
@@ -150,7 +186,6 @@ class BatchWriter:
             self._wake.set()
         batch.items.append(item)
         self._pending += 1
-        PENDING.inc()
         if len(batch.items) >= self.batch_size:
             self._wake.set()
         return batch.future
@@ -169,7 +204,7 @@ class BatchWriter:
     async def close(self, grace_s: float = 10.0) -> bool:
         """Stop taking items, commit what is queued within `grace_s`; True when nothing was left uncommitted."""
         self._closing = True
-        self._space.set()
+        self._wake_room_waiters()
         self._wake.set()
         if self._task is None:
             clean = not self._batches
@@ -206,13 +241,16 @@ class BatchWriter:
                 continue
             self._batches.popleft()
             self._writing = head
+            PENDING.set(self._pending)
+            if self.on_commit is not None:
+                self.on_commit()
             try:
                 committed = await self._commit(head.items)
             finally:
                 self._writing = None
                 self._pending -= len(head.items)
-                PENDING.dec(len(head.items))
-                self._space.set()
+                PENDING.set(self._pending)
+                self._wake_room_waiters()
             if committed:
                 head.future.set_result(None)
             else:
@@ -224,7 +262,7 @@ class BatchWriter:
         while self._batches:
             batch = self._batches.popleft()
             self._pending -= len(batch.items)
-            PENDING.dec(len(batch.items))
+            PENDING.set(self._pending)
             if not batch.future.done():
                 batch.future.set_exception(exc)
 
@@ -290,6 +328,9 @@ class BatchWriter:
         added = 0
         async with ingest_tx(self._engine) as sa_conn:
             conn = await driver_connection(sa_conn)
+            # Batch statements over unnest()ed arrays: a generic plan (PostgreSQL's choice after five runs of a
+            # prepared statement) cannot see the array sizes and hash-joins whole tables; plan each batch.
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             if ensure_days:
                 await conn.execute("SELECT pulse_ensure_telemetry_partitions(d, d) FROM unnest($1::date[]) d",
                                    ensure_days)

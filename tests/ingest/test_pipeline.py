@@ -482,3 +482,16 @@ async def test_a_redelivered_message_is_stored_once(engine: AsyncEngine, pipelin
     rows = await sql(engine, "SELECT msg_type, seq FROM telemetry WHERE tenant_id = :t ORDER BY msg_type",
                      t=tenant.tenant_id)
     assert [(r["msg_type"], r["seq"]) for r in rows] == [("heartbeat", 42), ("telemetry", 42)]
+
+
+async def test_a_starting_pipeline_warms_the_registry_cache(engine: AsyncEngine, pipeline: IngestPipeline) -> None:
+    """Registered devices are checked without waiting for a registry read: before a worker takes traffic it
+    loads the records of the most recently active devices in bulk."""
+    tenant, dev, _token = await registered(engine)
+    await sql(engine, "INSERT INTO device_state (tenant_id, device_id, last_seen_at) VALUES (:t, :d, now()) "
+                      "ON CONFLICT (tenant_id, device_id) DO UPDATE SET last_seen_at = now()",
+              t=tenant.tenant_id, d=dev)
+    assert pipeline.auth.cached_device(tenant.tenant_id, dev) is None
+    await pipeline.prepare()
+    record = pipeline.auth.cached_device(tenant.tenant_id, dev)
+    assert record is not None and record.device_status == "ACTIVE"
