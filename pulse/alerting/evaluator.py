@@ -6,7 +6,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -164,19 +164,22 @@ async def _mark_online(conn: AsyncConnection, tenant_id: str, device_ids: list[s
         "SELECT :t, device_id, 'ONLINE', old, :now FROM changed"), {"t": tenant_id, "d": device_ids, "now": now})
 
 
-async def liveness_pass(conn: AsyncConnection, now: datetime, *, base_url: str = "") -> list[tuple[str, str, str]]:
+async def liveness_pass(conn: AsyncConnection, now: datetime, *, base_url: str = "",
+                        grace_from: datetime | None = None) -> list[tuple[str, str, str]]:
     """Move silent devices ONLINE → STALE → OFFLINE, record each transition, raise/clear NO_HEARTBEAT alerts.
 
-    Returns the transitions as (tenant_id, device_id, new_status).
+    Silence is counted from the later of the device's last message and `grace_from` (when ingest came back
+    after an outage: devices get their full interval to be heard again). Returns the transitions as
+    (tenant_id, device_id, new_status).
     """
     rows = (await conn.execute(text(
         "WITH next AS ("
         "  SELECT ds.tenant_id, ds.device_id, ds.status AS old, d.site_id, t.no_heartbeat_alert_on, "
         "    coalesce(d.heartbeat_interval_s, t.heartbeat_interval_s) AS iv, ds.last_seen_at, "
-        "    CASE WHEN :now - ds.last_seen_at >= make_interval(secs => "
+        "    CASE WHEN :now - GREATEST(ds.last_seen_at, :grace) >= make_interval(secs => "
         "              coalesce(d.heartbeat_interval_s, t.heartbeat_interval_s) * t.offline_after_intervals) "
         "         THEN 'OFFLINE' "
-        "         WHEN :now - ds.last_seen_at >= make_interval(secs => "
+        "         WHEN :now - GREATEST(ds.last_seen_at, :grace) >= make_interval(secs => "
         "              coalesce(d.heartbeat_interval_s, t.heartbeat_interval_s) * t.stale_after_intervals) "
         "         THEN 'STALE' ELSE 'ONLINE' END AS status "
         "  FROM device_state ds JOIN devices d USING (tenant_id, device_id) JOIN tenants t USING (tenant_id) "
@@ -187,7 +190,7 @@ async def liveness_pass(conn: AsyncConnection, now: datetime, *, base_url: str =
         "  RETURNING next.*), "
         "hist AS (INSERT INTO device_state_history (tenant_id, device_id, status, previous_status, changed_at) "
         "  SELECT tenant_id, device_id, status, old, :now FROM changed) "
-        "SELECT * FROM changed"), {"now": now})).all()
+        "SELECT * FROM changed"), {"now": now, "grace": grace_from or datetime.min.replace(tzinfo=UTC)})).all()
     for r in rows:
         if r.no_heartbeat_alert_on == "NEVER" or (r.no_heartbeat_alert_on == "OFFLINE" and r.status != "OFFLINE"):
             continue

@@ -11,7 +11,8 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pulse.alerting.evaluator import DeviceKey, Evaluator, liveness_pass
+from pulse.alerting.evaluator import DeviceKey, Evaluator
+from pulse.alerting.guard import guarded_liveness
 from pulse.clock import Clock, SystemClock
 from pulse.db import connect_raw, system_tx
 from pulse.runtime import TRANSIENT_DB_ERRORS, Backoff, wait_or_stop, worker_context
@@ -95,6 +96,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
         heard_until = clock.now() - CATCH_UP  # devices that spoke while no evaluator listened are evaluated
         rules_loaded_at = clock.now() - RULES_REFRESH
         last_liveness = clock.now() - LIVENESS_EVERY
+        paused = False
         log.info("evaluator starting")
         try:
             while not stop.is_set():
@@ -114,7 +116,15 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                         await evaluator.evaluate_devices(batch, now)
                     if now - last_liveness >= LIVENESS_EVERY:
                         async with system_tx(ctx.engine) as conn:
-                            await liveness_pass(conn, now, base_url=settings.base_url)
+                            state, _ = await guarded_liveness(conn, now, base_url=settings.base_url)
+                        if state.paused != paused:
+                            paused = state.paused
+                            if paused:
+                                log.error("ingest is down: device liveness paused, no device is marked STALE or "
+                                          "OFFLINE until it is back", extra={"ingest": state.detail[:500]})
+                            else:
+                                log.warning("ingest is back: device liveness resumed, silence counted from %s",
+                                            state.ready_since)
                         last_liveness = now
                     heard_until = now
                 except TRANSIENT_DB_ERRORS as exc:

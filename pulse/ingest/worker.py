@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from pulse.clock import Clock, SystemClock
 from pulse.errors import SettingsError
+from pulse.ingest.heartbeat import instance_name, run_heartbeat
 from pulse.ingest.mqtt import DEFAULT_SESSION_EXPIRY_S, MqttConsumer, broker_address
 from pulse.ingest.service import IngestPipeline
 from pulse.runtime import Health, worker_context
@@ -48,6 +49,10 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                                 session_expiry_s=session_expiry_s)
         ctx.health.ready_checks["ingest"] = pipeline.ready_check
         ctx.health.ready_checks["mqtt"] = consumer.ready_check
+        beating = asyncio.Event()
+        heartbeat = asyncio.create_task(run_heartbeat(
+            ctx.engine, pipeline.clock, instance_name("ingest", client_id), "ingest",
+            [pipeline.ready_check, consumer.ready_check], beating), name="ingest-heartbeat")
         log.info("ingest worker starting", extra={"client_id": client_id, "group": settings.ingest_shared_group})
         if on_started is not None:
             on_started(ctx.health)
@@ -55,8 +60,10 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
         try:
             acknowledged_all = await consumer.run(stop, grace_s=grace_s)
         finally:
+            beating.set()
             committed_all = await pipeline.close(grace_s=0.5)
             await consumer.wait_handlers()
+            await asyncio.wait({heartbeat}, timeout=2.0)
         if not (acknowledged_all and committed_all):
             log.warning("stopped with messages left unacknowledged; the broker will deliver them again")
     return 0

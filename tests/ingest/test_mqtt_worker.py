@@ -77,6 +77,13 @@ async def test_telemetry_reaches_the_database_state_and_a_notify(engine: AsyncEn
             await eventually(notified, what="a pulse_telemetry NOTIFY naming the device")
             ok, checks = await worker.readiness()
             assert ok and checks["mqtt"].startswith("ok: $share/test-")
+
+            async def ready_beat() -> bool:
+                rows = await sql(engine, "SELECT ready, ready_since FROM service_heartbeats "
+                                         "WHERE process_type = 'ingest' AND ready AND beat_at > now() - interval '15 s'")
+                return bool(rows)
+
+            await eventually(ready_beat, what="a ready ingest heartbeat")
             assert await worker.stopped() == 0
     finally:
         await listener.close()
@@ -294,8 +301,9 @@ async def test_worker_waits_for_the_broker(engine: AsyncEngine, settings: Settin
 
     stop = asyncio.Event()
     holder: list[object] = []
+    client_id = f"test-ingest-{secrets.token_hex(4)}"
     task = asyncio.create_task(run(worker_settings(settings, mqtt_url=f"mqtt://127.0.0.1:{_free_port()}"), stop,
-                                   client_id=f"test-ingest-{secrets.token_hex(4)}", on_started=holder.append))
+                                   client_id=client_id, on_started=holder.append))
 
     async def reported() -> bool:
         return bool(holder) and not (await holder[0].readiness())[0]  # type: ignore[attr-defined]
@@ -303,5 +311,12 @@ async def test_worker_waits_for_the_broker(engine: AsyncEngine, settings: Settin
     await eventually(reported, what="a not-ready worker")
     _, checks = await holder[0].readiness()  # type: ignore[attr-defined]
     assert checks["mqtt"] == "fail: not connected to the broker"
+
+    async def beating() -> list[dict[str, object]]:  # what the evaluator's liveness guard reads
+        return await sql(engine, "SELECT ready, detail FROM service_heartbeats WHERE instance LIKE :i",
+                         i=f"ingest:{client_id}@%")
+
+    assert (await eventually(beating, what="a heartbeat"))[0] == {"ready": False,
+                                                                  "detail": "not connected to the broker"}
     stop.set()
     assert await asyncio.wait_for(task, 30) == 0
