@@ -19,6 +19,8 @@ from pulse.notify.schemas import AlertEventMessage, SendResult
 from pulse.settings import Settings
 
 MASK = "••••••"
+PAGERDUTY_RATE_PER_MIN = 120
+"""PagerDuty accepts about 120 events a minute per routing key: PagerDuty channels default to this limit."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ async def create_channel(conn: AsyncConnection, tenant_id: str, name: str, chann
     if not name or len(name) > 200:
         raise ValidationError("must be 1-200 characters", field="name")
     clean = kind.validate(config, secrets, settings.allow_private_urls)
+    if rate_limit_per_min is None and channel_type == "PAGERDUTY":
+        rate_limit_per_min = PAGERDUTY_RATE_PER_MIN
+    if rate_limit_per_min is not None and not 1 <= rate_limit_per_min <= 100_000:
+        raise ValidationError("must be 1-100000 sends a minute", field="rate_limit_per_min")
     duplicate = (await conn.execute(text("SELECT 1 FROM notification_channels WHERE tenant_id = :t AND name = :n"),
                                     {"t": tenant_id, "n": name})).first()
     if duplicate:
@@ -97,12 +103,9 @@ def open_secrets(key: bytes, channel_id: str, sealed: str | None) -> dict[str, s
     return dict(json.loads(decrypt_secret(key, sealed, context=channel_id)))
 
 
-_CLAIM = text(
-    "WITH due AS ("
-    "  SELECT job_id FROM notification_jobs "
-    "  WHERE (status = 'PENDING' AND next_attempt_at <= :now) "
-    "     OR (status = 'IN_PROGRESS' AND lease_expires_at < :now) "
-    "  ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
+_DUE = ("((j.status = 'PENDING' AND j.next_attempt_at <= :now) "
+        " OR (j.status = 'IN_PROGRESS' AND j.lease_expires_at < :now))")
+_LEASE = (
     "UPDATE notification_jobs j SET status = 'IN_PROGRESS', lease_owner = :owner, "
     "  lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease), "
     "  lease_generation = j.lease_generation + 1, "
@@ -110,6 +113,29 @@ _CLAIM = text(
     "FROM due, notification_channels c WHERE j.job_id = due.job_id AND c.channel_id = j.channel_id "
     "RETURNING j.job_id::text, j.tenant_id, j.channel_id::text, c.channel_type, c.config, c.secrets_encrypted, "
     "  c.is_enabled, j.payload, j.idempotency_key, j.attempt_count, j.max_attempts, j.lease_generation")
+_CLAIM = text(
+    "WITH due AS ("
+    "  SELECT j.job_id FROM notification_jobs j JOIN notification_channels c ON c.channel_id = j.channel_id "
+    f"  WHERE {_DUE} AND c.rate_limit_per_min IS NULL "
+    "  ORDER BY j.next_attempt_at LIMIT :limit FOR UPDATE OF j SKIP LOCKED) " + _LEASE)
+# Rate-limited channels: the channel row is locked while its budget is computed and spent, so deliverers
+# claiming at the same time take turns; sends in the last 60 s are the attempts started then plus the jobs
+# leased now (their attempt is not written yet).
+_LIMITED = text(
+    "SELECT c.channel_id::text, c.rate_limit_per_min - ("
+    "    (SELECT count(*) FROM notification_attempts a JOIN notification_jobs s ON s.job_id = a.job_id "
+    "     WHERE s.channel_id = c.channel_id AND a.started_at > CAST(:now AS timestamptz) - interval '60 seconds') "
+    "  + (SELECT count(*) FROM notification_jobs s WHERE s.channel_id = c.channel_id "
+    "     AND s.status = 'IN_PROGRESS' AND s.lease_expires_at >= :now)) AS budget "
+    "FROM notification_channels c "
+    "WHERE c.rate_limit_per_min IS NOT NULL "
+    f"  AND EXISTS (SELECT 1 FROM notification_jobs j WHERE j.channel_id = c.channel_id AND {_DUE}) "
+    "FOR UPDATE OF c SKIP LOCKED")
+_CLAIM_CHANNEL = text(
+    "WITH due AS ("
+    "  SELECT j.job_id FROM notification_jobs j "
+    f"  WHERE j.channel_id = CAST(:channel AS uuid) AND {_DUE} "
+    "  ORDER BY j.next_attempt_at LIMIT :limit FOR UPDATE OF j SKIP LOCKED) " + _LEASE)
 
 
 async def claim_jobs(conn: AsyncConnection, *, owner: str, now: datetime, limit: int = 100,
@@ -118,7 +144,12 @@ async def claim_jobs(conn: AsyncConnection, *, owner: str, now: datetime, limit:
 
     A job whose payload cannot be read goes straight to the dead letters instead of failing every claim.
     """
-    rows = (await conn.execute(_CLAIM, {"now": now, "limit": limit, "owner": owner, "lease": lease_s})).all()
+    params = {"now": now, "limit": limit, "owner": owner, "lease": lease_s}
+    rows = list((await conn.execute(_CLAIM, params)).all())
+    for channel_id, budget in (await conn.execute(_LIMITED, {"now": now})).all():
+        room = min(int(budget), limit - len(rows))
+        if room > 0:  # over budget: its jobs stay PENDING (queued, never dropped) until the window moves
+            rows += (await conn.execute(_CLAIM_CHANNEL, {**params, "channel": channel_id, "limit": room})).all()
     jobs: list[ClaimedJob] = []
     unreadable: dict[str, str] = {}
     for r in rows:

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from pulse.notify.channels import webhook
+from pulse.notify.channels import pagerduty, slack, teams, webhook
 from pulse.notify.schemas import AlertEventMessage, SendResult
 
 Sender = Callable[..., Awaitable[SendResult]]
@@ -25,6 +25,9 @@ class ChannelType:
 
 REGISTRY: dict[str, ChannelType] = {
     "WEBHOOK": ChannelType("WEBHOOK", webhook.validate_config, webhook.send),
+    "SLACK": ChannelType("SLACK", slack.validate_config, slack.send),
+    "PAGERDUTY": ChannelType("PAGERDUTY", pagerduty.validate_config, pagerduty.send),
+    "TEAMS": ChannelType("TEAMS", teams.validate_config, teams.send),
 }
 
 

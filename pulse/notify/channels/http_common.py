@@ -1,0 +1,58 @@
+"""What the HTTP channel types share: a secret URL checked for SSRF, optional templates, one JSON POST."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import msgspec
+
+import pulse
+from pulse.errors import ValidationError
+from pulse.notify.channels.webhook import result_from_response
+from pulse.notify.schemas import AlertEventMessage, SendResult
+from pulse.notify.ssrf import check_url
+from pulse.notify.templates import DEFAULT_BODY, DEFAULT_TITLE, check_template, render
+
+SEVERITY_COLOURS = {1: "#439FE0", 2: "#2EB67D", 3: "#ECB22E", 4: "#E8712B", 5: "#E01E5A"}
+"""info blue, low green, medium yellow, high orange, critical red; a closed alert is grey."""
+CLOSED_COLOUR = "#9E9E9E"
+
+
+def colour(msg: AlertEventMessage) -> str:
+    return CLOSED_COLOUR if msg.event_kind == "CLOSED" else SEVERITY_COLOURS.get(msg.severity, "#9E9E9E")
+
+
+def check_secret_url(secrets: dict[str, str], allow: tuple[str, ...], key: str = "webhook_url") -> str:
+    url = secrets.get(key)
+    if not isinstance(url, str) or not url:
+        raise ValidationError("the incoming-webhook URL is required (it is a secret: anyone with it can post)",
+                              field=f"secrets.{key}")
+    check_url(url, allow, field=f"secrets.{key}")
+    return url
+
+
+def check_templates(config: dict[str, Any]) -> dict[str, str]:
+    """The optional `title_template` and `body_template` of a channel, checked."""
+    out: dict[str, str] = {}
+    for name in ("title_template", "body_template"):
+        if config.get(name) is not None:
+            out[name] = check_template(config[name], field=f"config.{name}")
+    return out
+
+
+def title_and_body(msg: AlertEventMessage, config: dict[str, Any]) -> tuple[str, str]:
+    return (render(config.get("title_template") or DEFAULT_TITLE, msg),
+            render(config.get("body_template") or DEFAULT_BODY, msg))
+
+
+async def post_json(http: httpx.AsyncClient, url: str, payload: Any, allow: tuple[str, ...], *, field: str,
+                    delivery_id: str) -> httpx.Response:
+    check_url(url, allow, field=field)  # DNS may have changed since the channel was saved
+    return await http.post(url, content=msgspec.json.encode(payload), headers={
+        "Content-Type": "application/json", "User-Agent": f"Pulse/{pulse.__version__}",
+        "X-Pulse-Delivery": delivery_id})
+
+
+def http_result(response: httpx.Response) -> SendResult:
+    return result_from_response(response)
