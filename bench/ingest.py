@@ -304,7 +304,8 @@ async def live(args: argparse.Namespace, url: str, port: int) -> dict[str, Any]:
     rss = worker_rss_mb(proc)
     waited = await worker_metric(health, args.workers, "pulse_ingest_mqtt_waited_total")
     code = stop_process(proc)
-    return {"mode": "live", "waited": waited, "devices": args.devices, "target_rate": args.rate, "duration_s": args.duration,
+    return {"mode": "live", "waited": waited, "devices": args.devices, "target_rate": args.rate,
+            "duration_s": args.duration,
             "workers": args.workers, "published": pub["sent"], "publish_wall_s": round(pub["wall_s"], 1),
             "publisher_cpu_s": round(pub["publisher_cpu_s"], 1), "committed_rows": n, "distinct_rows": d,
             "lost": pub["sent"] - d, "duplicated": n - d,
@@ -329,7 +330,8 @@ async def backlog(args: argparse.Namespace, url: str, port: int) -> dict[str, An
     rss = worker_rss_mb(proc)
     waited = await worker_metric(health, args.workers, "pulse_ingest_mqtt_waited_total")
     code = stop_process(proc)
-    return {"mode": "backlog", "waited": waited, "devices": args.devices, "workers": args.workers, "published": pub["sent"],
+    return {"mode": "backlog", "waited": waited, "devices": args.devices, "workers": args.workers,
+            "published": pub["sent"],
             "unacked_by_broker": pub["unacked"], "committed_rows": n, "distinct_rows": d,
             "lost": pub["sent"] - d, "duplicated": n - d, "ingest_start_s": round(start_s, 2),
             "drain_s": round(drain_total, 2), "drain_msg_s": round(d / drain_total),
