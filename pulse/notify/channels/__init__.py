@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from pulse.notify.channels import pagerduty, slack, teams, webhook
+from pulse.notify.channels import email, mqtt, pagerduty, slack, teams, webhook
 from pulse.notify.schemas import AlertEventMessage, SendResult
 
 Sender = Callable[..., Awaitable[SendResult]]
@@ -28,6 +28,8 @@ REGISTRY: dict[str, ChannelType] = {
     "SLACK": ChannelType("SLACK", slack.validate_config, slack.send),
     "PAGERDUTY": ChannelType("PAGERDUTY", pagerduty.validate_config, pagerduty.send),
     "TEAMS": ChannelType("TEAMS", teams.validate_config, teams.send),
+    "EMAIL": ChannelType("EMAIL", email.validate_config, email.send),
+    "MQTT": ChannelType("MQTT", mqtt.validate_config, mqtt.send),
 }
 
 
