@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pulse.alerting.service import acknowledge_alert, close_alert
+from pulse.alerting.service import AlertSignal, acknowledge_alert, clear_alert, raise_alert
 from pulse.clock import FrozenClock
 from pulse.db import system_tx
 from pulse.errors import ValidationError
@@ -20,15 +23,54 @@ from pulse.notify.service import create_channel, get_channel_masked
 from pulse.notify.worker import Deliverer
 from pulse.settings import Settings
 from tests.conftest import TenantRef, make_device, make_tenant
-from tests.notify.test_delivery import FAST, Receiver, _alert
+from tests.notify.test_delivery import FAST, Receiver, _alert, _attempts, _drain, _jobs, _settled
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
+BASE_URL = "https://pulse.example.com"
+
+
+class AnsweringReceiver:
+    """An HTTP endpoint that answers from a script of (status, headers, body), then 200 with body "1"."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.script: list[tuple[int, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with outer.lock:
+                    outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    status, headers, answer = outer.script.pop(0) if outer.script else (200, {}, b"1")
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def answering() -> Iterator[AnsweringReceiver]:
+    r = AnsweringReceiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
 
 
 async def _channel(engine: AsyncEngine, settings: Settings, kind: str, config: dict[str, Any],
                    secrets: dict[str, str], **route: Any) -> tuple[TenantRef, str, str]:
     tenant = await make_tenant(engine)
-    device = await make_device(engine, tenant, site_id=None)
+    device = await make_device(engine, tenant, tags=["cold-chain"])
     async with system_tx(engine) as conn:
         channel = await create_channel(conn, tenant.tenant_id, kind.lower(), kind, config, secrets, settings=settings,
                                        rate_limit_per_min=route.pop("rate_limit_per_min", None))
@@ -36,7 +78,18 @@ async def _channel(engine: AsyncEngine, settings: Settings, kind: str, config: d
     return tenant, device, channel
 
 
-async def _deliver_until(engine: AsyncEngine, settings: Settings, receiver: Receiver, n: int,
+async def _raise(engine: AsyncEngine, tenant: TenantRef, device: str, *, title: str = "too warm", severity: int = 4,
+                 fingerprint: str | None = None) -> str:
+    """Open an alert the way an evaluator does, with a public URL so the Pulse link is present."""
+    async with system_tx(engine) as conn:
+        change = await raise_alert(conn, AlertSignal(
+            tenant_id=tenant.tenant_id, fingerprint=fingerprint or f"RULE:r:{device}", alert_type="THRESHOLD",
+            severity=severity, title=title, summary="temp_c 31 > 30", device_id=device, site_id="berlin-dc",
+            metric="temp_c", value=31), now=datetime.now(UTC) - timedelta(seconds=1), base_url=BASE_URL)
+    return change.alert_id
+
+
+async def _deliver_until(engine: AsyncEngine, settings: Settings, receiver: Receiver | AnsweringReceiver, n: int,
                          deliverer: Deliverer | None = None) -> list[dict[str, Any]]:
     d = deliverer or Deliverer(engine, settings, retry=FAST)
     try:
@@ -51,49 +104,202 @@ async def _deliver_until(engine: AsyncEngine, settings: Settings, receiver: Rece
     return [json.loads(body) for _headers, body in receiver.requests]
 
 
+async def _shown_and_stored(engine: AsyncEngine, settings: Settings, tenant: TenantRef,
+                            channel: str) -> tuple[dict[str, Any], str]:
+    async with system_tx(engine) as conn:
+        shown = await get_channel_masked(conn, tenant.tenant_id, channel, settings=settings)
+        stored = (await conn.execute(text(
+            "SELECT secrets_encrypted FROM notification_channels WHERE channel_id = CAST(:c AS uuid)"),
+            {"c": channel})).scalar_one()
+    return shown, stored
+
+
+# --- Slack ---------------------------------------------------------------------------------------------------------
+
 async def test_slack_message_has_severity_colour_facts_and_text(engine: AsyncEngine, settings: Settings,
                                                                receiver: Receiver) -> None:
-    tenant, device, _ = await _channel(engine, settings, "SLACK", {"title_template": "{severity_name}: {title}"},
-                                       {"webhook_url": receiver.url})
+    tenant, device, channel = await _channel(engine, settings, "SLACK",
+                                             {"title_template": "{severity_name}: {title}", "channel": "#ops",
+                                              "username": "Pulse"}, {"webhook_url": receiver.url})
     await _alert(engine, tenant, device, severity=5)
     [message] = await _deliver_until(engine, settings, receiver, 1)
     [attachment] = message["attachments"]
     assert message["text"].startswith("critical: too warm")
+    assert message["channel"] == "#ops" and message["username"] == "Pulse"
     assert attachment["color"] == "#E01E5A"  # critical is red
     facts = {f["title"]: f["value"] for f in attachment["fields"]}
     assert facts["Device"] == device and facts["Value"] == "temp_c = 31" and facts["Severity"] == "critical (5)"
+    assert facts["Status"] == "OPEN" and "Pulse" not in facts  # no public URL, no link
+    shown, stored = await _shown_and_stored(engine, settings, tenant, channel)
+    assert shown["secrets"] == {"webhook_url": "••••••"} and receiver.url not in stored
 
+
+async def test_slack_resolved_message_is_grey_with_site_and_link(engine: AsyncEngine, settings: Settings,
+                                                                 receiver: Receiver) -> None:
+    tenant, device, _ = await _channel(engine, settings, "SLACK", {}, {"webhook_url": receiver.url})
+    alert_id = await _raise(engine, tenant, device, severity=2)
+    async with system_tx(engine) as conn:
+        await clear_alert(conn, tenant.tenant_id, f"RULE:r:{device}", reason="back to normal", now=datetime.now(UTC),
+                          base_url=BASE_URL)
+    messages = await _deliver_until(engine, settings, receiver, 2)
+    link = f"{BASE_URL}/app/alerts/{alert_id}"
+    [opened] = [m for m in messages if "OPENED" in m["text"]]
+    [closed] = [m for m in messages if "CLOSED" in m["text"]]
+    assert opened["attachments"][0]["color"] == "#2EB67D"  # low is green
+    attachment = closed["attachments"][0]
+    facts = {f["title"]: f["value"] for f in attachment["fields"]}
+    assert attachment["color"] == "#9E9E9E" and facts["Status"] == "RESOLVED" and attachment["footer"].endswith("RESOLVED")
+    assert facts["Site"] == "berlin-dc" and facts["Pulse"] == f"<{link}|Open alert>"
+    assert attachment["title_link"] == link and link in closed["text"]
+
+
+async def test_slack_text_cannot_ping_the_channel(engine: AsyncEngine, settings: Settings,
+                                                 receiver: Receiver) -> None:
+    tenant, device, _ = await _channel(engine, settings, "SLACK", {"title_template": "{title}"},
+                                       {"webhook_url": receiver.url})
+    await _raise(engine, tenant, device, title="<!channel> door open & warm")
+    [message] = await _deliver_until(engine, settings, receiver, 1)
+    assert message["attachments"][0]["title"] == "&lt;!channel&gt; door open &amp; warm"
+    assert "<!channel>" not in json.dumps(message)
+
+
+# --- PagerDuty -----------------------------------------------------------------------------------------------------
 
 async def test_pagerduty_trigger_acknowledge_resolve_share_one_dedup_key(engine: AsyncEngine, settings: Settings,
                                                                         receiver: Receiver) -> None:
     tenant, device, channel = await _channel(engine, settings, "PAGERDUTY", {"url": receiver.url},
                                              {"routing_key": ROUTING_KEY})
-    alert_id = await _alert(engine, tenant, device, severity=4)
-    now = datetime.now(UTC)
-    async with system_tx(engine) as conn:
-        await acknowledge_alert(conn, tenant.tenant_id, alert_id, actor="ops@example.com", now=now)
-    async with system_tx(engine) as conn:
-        await close_alert(conn, tenant.tenant_id, alert_id, actor="ops@example.com", reason="fixed", now=now)
-    events = await _deliver_until(engine, settings, receiver, 3)
-    assert sorted(e["event_action"] for e in events) == ["acknowledge", "resolve", "trigger"]
+    d = Deliverer(engine, settings, retry=FAST)
+    try:
+        alert_id = await _raise(engine, tenant, device, severity=4)
+        await _deliver_until(engine, settings, receiver, 1, d)
+        async with system_tx(engine) as conn:
+            await acknowledge_alert(conn, tenant.tenant_id, alert_id, actor="ops@example.com", now=datetime.now(UTC))
+        await _deliver_until(engine, settings, receiver, 2, d)
+        async with system_tx(engine) as conn:
+            cleared = await clear_alert(conn, tenant.tenant_id, f"RULE:r:{device}", reason="back to normal",
+                                        now=datetime.now(UTC))
+        assert cleared == alert_id
+        events = await _deliver_until(engine, settings, receiver, 3, d)
+    finally:
+        await d.aclose()
+    assert [e["event_action"] for e in events] == ["trigger", "acknowledge", "resolve"]
     assert {e["dedup_key"] for e in events} == {f"pulse-{alert_id}"}
     assert {e["routing_key"] for e in events} == {ROUTING_KEY}
-    [trigger] = [e for e in events if e["event_action"] == "trigger"]
-    assert trigger["payload"]["severity"] == "error"  # Pulse 4 (high) is PagerDuty's error
-    assert trigger["payload"]["source"] == device and trigger["payload"]["component"] == "temp_c"
-    assert trigger["client"] == "Pulse"
-    async with system_tx(engine) as conn:
-        shown = await get_channel_masked(conn, tenant.tenant_id, channel, settings=settings)
-    assert shown["secrets"] == {"routing_key": "••••••"} and shown["rate_limit_per_min"] == 120
+    trigger, acknowledge, resolve = events
+    assert set(acknowledge) == set(resolve) == {"routing_key", "event_action", "dedup_key"}
+    payload = trigger["payload"]
+    assert payload["severity"] == "error"  # Pulse 4 (high) is PagerDuty's error
+    assert payload["source"] == device and payload["component"] == "temp_c" and payload["group"] == "berlin-dc"
+    assert payload["class"] == "THRESHOLD" and payload["summary"] == "[high] OPENED: too warm"
+    assert datetime.fromisoformat(payload["timestamp"]).tzinfo is not None
+    details = payload["custom_details"]
+    assert details["tenant_id"] == tenant.tenant_id and details["value"] == 31 and details["tags"] == ["cold-chain"]
+    link = f"{BASE_URL}/app/alerts/{alert_id}"
+    assert trigger["client"] == "Pulse" and trigger["client_url"] == link
+    assert trigger["links"] == [{"href": link, "text": "Open in Pulse"}]
+    shown, stored = await _shown_and_stored(engine, settings, tenant, channel)
+    assert shown["secrets"] == {"routing_key": "••••••"} and ROUTING_KEY not in stored
+    assert shown["rate_limit_per_min"] == 120 and shown["config"]["url"] == receiver.url
 
 
-async def test_teams_message_card(engine: AsyncEngine, settings: Settings, receiver: Receiver) -> None:
-    tenant, device, _ = await _channel(engine, settings, "TEAMS", {}, {"webhook_url": receiver.url})
-    await _alert(engine, tenant, device, severity=3)
-    [card] = await _deliver_until(engine, settings, receiver, 1)
-    assert card["@type"] == "MessageCard" and card["themeColor"] == "ECB22E"  # medium is yellow
-    assert {f["name"]: f["value"] for f in card["sections"][0]["facts"]}["Device"] == device
+async def test_pagerduty_severity_mapping_and_summary_limit(engine: AsyncEngine, settings: Settings,
+                                                            receiver: Receiver) -> None:
+    tenant, device, _ = await _channel(engine, settings, "PAGERDUTY",
+                                       {"url": receiver.url, "title_template": "x" * 1500 + " {title}"},
+                                       {"routing_key": ROUTING_KEY})
+    for severity in range(1, 6):
+        await _raise(engine, tenant, device, severity=severity, fingerprint=f"RULE:sev{severity}:{device}")
+    events = await _deliver_until(engine, settings, receiver, 5)
+    mapped = {e["payload"]["custom_details"]["severity"]: e["payload"]["severity"] for e in events}
+    assert mapped == {5: "critical", 4: "error", 3: "warning", 2: "warning", 1: "info"}
+    assert {len(e["payload"]["summary"]) for e in events} == {1024}
 
+
+async def test_pagerduty_400_is_dead_at_once(engine: AsyncEngine, settings: Settings,
+                                             answering: AnsweringReceiver) -> None:
+    answering.script = [(400, {"Content-Type": "application/json"},
+                         b'{"status":"invalid event","message":"Event object is invalid",'
+                         b'"errors":["Length of \'routing_key\' is incorrect (should be 32 characters)"]}')]
+    tenant, device, _ = await _channel(engine, settings, "PAGERDUTY", {"url": answering.url}, {"routing_key": "short"})
+    await _raise(engine, tenant, device)
+    d = Deliverer(engine, settings, retry=FAST)
+    try:
+        await _drain(d, lambda: _settled(engine, tenant, "DEAD"))
+    finally:
+        await d.aclose()
+    [job] = await _jobs(engine, tenant)
+    assert len(answering.requests) == 1 and "Event object is invalid" in job.last_error
+    assert [(a.outcome, a.status_code) for a in await _attempts(engine, job.job_id)] == [("FAILED", 400)]
+
+
+async def test_pagerduty_429_and_5xx_are_retried_until_202(engine: AsyncEngine, settings: Settings,
+                                                           answering: AnsweringReceiver) -> None:
+    answering.script = [(429, {"Retry-After": "0"}, b'{"status":"throttle event"}'), (503, {}, b"unavailable"),
+                        (202, {}, b'{"status":"success","message":"Event processed"}')]
+    tenant, device, _ = await _channel(engine, settings, "PAGERDUTY", {"url": answering.url},
+                                       {"routing_key": ROUTING_KEY})
+    await _raise(engine, tenant, device)
+    d = Deliverer(engine, settings, retry=FAST)
+    try:
+        await _drain(d, lambda: _settled(engine, tenant, "DELIVERED"))
+    finally:
+        await d.aclose()
+    [job] = await _jobs(engine, tenant)
+    assert [(a.outcome, a.status_code) for a in await _attempts(engine, job.job_id)] == [
+        ("RETRY", 429), ("RETRY", 503), ("DELIVERED", 202)]
+    assert len({json.loads(body)["dedup_key"] for _h, body in answering.requests}) == 1
+
+
+# --- Teams ---------------------------------------------------------------------------------------------------------
+
+async def test_teams_message_card(engine: AsyncEngine, settings: Settings, answering: AnsweringReceiver) -> None:
+    tenant, device, channel = await _channel(engine, settings, "TEAMS", {}, {"webhook_url": answering.url})
+    alert_id = await _raise(engine, tenant, device, severity=3)
+    [card] = await _deliver_until(engine, settings, answering, 1)
+    assert card["@type"] == "MessageCard" and card["@context"] == "https://schema.org/extensions"
+    assert card["themeColor"] == "ECB22E"  # medium is yellow
+    assert card["summary"] == card["title"] == "[medium] OPENED: too warm"
+    facts = {f["name"]: f["value"] for f in card["sections"][0]["facts"]}
+    assert facts["Device"] == device and facts["Site"] == "berlin-dc" and facts["Value"] == "temp_c = 31"
+    assert card["potentialAction"] == [{"@type": "OpenUri", "name": "Open in Pulse", "targets": [
+        {"os": "default", "uri": f"{BASE_URL}/app/alerts/{alert_id}"}]}]
+    assert [j.status for j in await _jobs(engine, tenant)] == ["DELIVERED"]
+    shown, stored = await _shown_and_stored(engine, settings, tenant, channel)
+    assert shown["secrets"] == {"webhook_url": "••••••"} and answering.url not in stored
+
+
+async def test_teams_200_carrying_http_error_429_is_retried(engine: AsyncEngine, settings: Settings,
+                                                            answering: AnsweringReceiver) -> None:
+    answering.script = [(200, {}, b"Microsoft Teams endpoint returned HTTP error 429 with ContextId tcid=0")]
+    tenant, device, _ = await _channel(engine, settings, "TEAMS", {}, {"webhook_url": answering.url})
+    await _raise(engine, tenant, device)
+    d = Deliverer(engine, settings, retry=FAST)
+    try:
+        await _drain(d, lambda: _settled(engine, tenant, "DELIVERED"))
+    finally:
+        await d.aclose()
+    [job] = await _jobs(engine, tenant)
+    assert len(answering.requests) == 2
+    assert [a.outcome for a in await _attempts(engine, job.job_id)] == ["RETRY", "DELIVERED"]
+
+
+async def test_teams_200_carrying_a_client_error_is_not_a_delivery(engine: AsyncEngine, settings: Settings,
+                                                                   answering: AnsweringReceiver) -> None:
+    answering.script = [(200, {}, b"Webhook message delivery failed with error: Microsoft Teams endpoint returned "
+                                  b"HTTP error 413 with ContextId tcid=0")]
+    tenant, device, _ = await _channel(engine, settings, "TEAMS", {}, {"webhook_url": answering.url})
+    await _raise(engine, tenant, device)
+    d = Deliverer(engine, settings, retry=FAST)
+    try:
+        await _drain(d, lambda: _settled(engine, tenant, "DEAD"))
+    finally:
+        await d.aclose()
+    [job] = await _jobs(engine, tenant)
+    assert len(answering.requests) == 1 and "HTTP error 413" in job.last_error
+
+
+# --- shared --------------------------------------------------------------------------------------------------------
 
 async def test_rate_limited_channel_queues_and_never_drops(engine: AsyncEngine, settings: Settings,
                                                            receiver: Receiver) -> None:
@@ -129,10 +335,17 @@ async def test_rate_limited_channel_queues_and_never_drops(engine: AsyncEngine, 
 
 @pytest.mark.parametrize(("kind", "config", "secrets", "field"), [
     ("PAGERDUTY", {}, {}, "secrets.routing_key"),
+    ("PAGERDUTY", {}, {"routing_key": "has a space"}, "secrets.routing_key"),
+    ("PAGERDUTY", {}, {"routing_key": "k" * 65}, "secrets.routing_key"),
     ("PAGERDUTY", {"url": "http://169.254.169.254/v2/enqueue"}, {"routing_key": ROUTING_KEY}, "config.url"),
+    ("PAGERDUTY", {"url": "ftp://127.0.0.1/enqueue"}, {"routing_key": ROUTING_KEY}, "config.url"),
+    ("SLACK", {}, {}, "secrets.webhook_url"),
     ("SLACK", {}, {"webhook_url": "http://10.0.0.1/hook"}, "secrets.webhook_url"),
+    ("SLACK", {}, {"webhook_url": "http://169.254.169.254/latest/meta-data/"}, "secrets.webhook_url"),
     ("SLACK", {"title_template": "{hostname}"}, {"webhook_url": "http://127.0.0.1:9/x"}, "config.title_template"),
+    ("SLACK", {"username": "u" * 81}, {"webhook_url": "http://127.0.0.1:9/x"}, "config.username"),
     ("TEAMS", {}, {}, "secrets.webhook_url"),
+    ("TEAMS", {"body_template": "{device.name}"}, {"webhook_url": "http://127.0.0.1:9/x"}, "config.body_template"),
 ])
 async def test_bad_channel_settings_name_the_field(engine: AsyncEngine, settings: Settings, kind: str,
                                                    config: dict[str, Any], secrets: dict[str, str], field: str) -> None:
@@ -141,18 +354,3 @@ async def test_bad_channel_settings_name_the_field(engine: AsyncEngine, settings
         with pytest.raises(ValidationError) as caught:
             await create_channel(conn, tenant.tenant_id, "bad", kind, config, secrets, settings=settings)
     assert caught.value.field == field
-
-
-async def test_alert_link_reaches_slack_when_a_public_url_is_set(engine: AsyncEngine, settings: Settings,
-                                                                 receiver: Receiver) -> None:
-    from pulse.alerting.service import AlertSignal, raise_alert
-
-    tenant, device, _ = await _channel(engine, settings, "SLACK", {}, {"webhook_url": receiver.url})
-    async with system_tx(engine) as conn:
-        change = await raise_alert(conn, AlertSignal(
-            tenant_id=tenant.tenant_id, fingerprint=f"RULE:link:{device}", alert_type="THRESHOLD", severity=2,
-            title="low battery", summary="battery 9 %", device_id=device), now=datetime.now(UTC) - timedelta(seconds=1),
-            base_url="https://pulse.example.com")
-    [message] = await _deliver_until(engine, settings, receiver, 1)
-    link = f"https://pulse.example.com/app/alerts/{change.alert_id}"
-    assert message["attachments"][0]["title_link"] == link and link in message["text"]

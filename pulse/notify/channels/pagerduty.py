@@ -3,6 +3,7 @@ one dedup_key per alert so PagerDuty keeps one incident per Pulse alert."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -43,7 +44,7 @@ def render_event(msg: AlertEventMessage, config: dict[str, Any], routing_key: st
     link = msg.links.get("alert")
     payload: dict[str, Any] = {
         "summary": title[:1024], "source": msg.device_id or "pulse", "severity": SEVERITIES.get(msg.severity, "info"),
-        "timestamp": msg.occurred_at.isoformat(), "class": msg.alert_type,
+        "timestamp": msg.occurred_at.astimezone(UTC).isoformat(), "class": msg.alert_type,
         "custom_details": {"tenant_id": msg.tenant_id, "alert_id": msg.alert_id, "rule_id": msg.rule_id,
                            "metric": msg.metric, "value": msg.value, "summary": msg.summary, "tags": msg.tags,
                            "event": msg.event_kind, "severity": msg.severity}}

@@ -30,19 +30,28 @@ def validate_config(config: dict[str, Any], secrets: dict[str, str], allow: tupl
     return clean
 
 
+def escape(text: str) -> str:
+    """Slack's control characters: a device name or title must not become a link or an @channel ping."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def render_message(msg: AlertEventMessage, config: dict[str, Any]) -> dict[str, Any]:
-    """The Slack message body (docs/channels-http.md)."""
-    title, body = title_and_body(msg, config)
+    """The Slack message body (docs/channels-http.md); a CLOSED event reads RESOLVED."""
+    title, body = (escape(part) for part in title_and_body(msg, config))
     link = msg.links.get("alert")
+    resolved = msg.event_kind == "CLOSED"
+    status = "RESOLVED" if resolved else msg.status
     fields = [{"title": "Severity", "value": f"{SEVERITY_NAMES.get(msg.severity, msg.severity)} ({msg.severity})",
                "short": True},
-              {"title": "Status", "value": "RESOLVED" if msg.event_kind == "CLOSED" else msg.status, "short": True}]
+              {"title": "Status", "value": status, "short": True}]
     for label, value in (("Device", msg.device_id), ("Site", msg.site_id), ("Rule", msg.rule_id),
                          ("Value", f"{msg.metric} = {msg.value}" if msg.metric else None)):
         if value:
-            fields.append({"title": label, "value": str(value), "short": True})
+            fields.append({"title": label, "value": escape(str(value)), "short": True})
+    if link:
+        fields.append({"title": "Pulse", "value": f"<{link}|Open alert>", "short": False})
     attachment: dict[str, Any] = {"fallback": title, "color": colour(msg), "title": title, "text": body,
-                                  "fields": fields, "footer": f"Pulse · {msg.event_kind}",
+                                  "fields": fields, "footer": f"Pulse · {'RESOLVED' if resolved else msg.event_kind}",
                                   "ts": int(msg.occurred_at.timestamp())}
     if link:
         attachment["title_link"] = link

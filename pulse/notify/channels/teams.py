@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -15,6 +16,8 @@ from pulse.notify.channels.http_common import (
     title_and_body,
 )
 from pulse.notify.schemas import SEVERITY_NAMES, AlertEventMessage, SendResult
+
+_EMBEDDED_ERROR = re.compile(r"HTTP error (\d{3})")
 
 
 def validate_config(config: dict[str, Any], secrets: dict[str, str], allow: tuple[str, ...]) -> dict[str, Any]:
@@ -47,8 +50,20 @@ async def send(msg: AlertEventMessage, config: dict[str, Any], secrets: dict[str
                http: httpx.AsyncClient, allow: tuple[str, ...]) -> SendResult:
     response = await post_json(http, secrets["webhook_url"], render_card(msg, config), allow,
                                field="secrets.webhook_url", delivery_id=delivery_id)
-    if 200 <= response.status_code < 300 and "HTTP error 429" in response.text:
-        # Teams answers 200 with this text when its own upstream throttled the post.
-        return SendResult(delivered=False, status_code=response.status_code, retryable=True,
-                          error=f"Teams throttled the post: {response.text[:200]}")
+    return result_from_teams(response)
+
+
+def result_from_teams(response: httpx.Response) -> SendResult:
+    """Like any webhook answer, except that Teams reports its own upstream failures inside a 2xx body.
+
+    A 2xx whose body names `HTTP error 429` (Teams throttled the post) or a 5xx is retried; another
+    `HTTP error 4xx` in the body (e.g. 413, the card is too large) is a failure that retrying cannot fix.
+    """
+    code = response.status_code
+    if 200 <= code < 300:
+        found = _EMBEDDED_ERROR.search(response.text)
+        if found:
+            inner = int(found.group(1))
+            return SendResult(delivered=False, status_code=code, retryable=inner == 429 or inner >= 500,
+                              error=f"Teams answered {code} with: {response.text[:200]}")
     return http_result(response)
