@@ -103,8 +103,12 @@ def open_secrets(key: bytes, channel_id: str, sealed: str | None) -> dict[str, s
     return dict(json.loads(decrypt_secret(key, sealed, context=channel_id)))
 
 
+# Due, and not behind an unfinished earlier event of the same alert on the same channel: a receiver hears an
+# alert's changes in order (PagerDuty must see the trigger before the resolve), even across retries.
 _DUE = ("((j.status = 'PENDING' AND j.next_attempt_at <= :now) "
-        " OR (j.status = 'IN_PROGRESS' AND j.lease_expires_at < :now))")
+        " OR (j.status = 'IN_PROGRESS' AND j.lease_expires_at < :now)) "
+        "AND NOT EXISTS (SELECT 1 FROM notification_jobs e WHERE e.alert_id = j.alert_id "
+        "  AND e.channel_id = j.channel_id AND e.event_id < j.event_id AND e.status IN ('PENDING', 'IN_PROGRESS'))")
 _LEASE = (
     "UPDATE notification_jobs j SET status = 'IN_PROGRESS', lease_owner = :owner, "
     "  lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease), "

@@ -354,3 +354,33 @@ async def test_bad_channel_settings_name_the_field(engine: AsyncEngine, settings
         with pytest.raises(ValidationError) as caught:
             await create_channel(conn, tenant.tenant_id, "bad", kind, config, secrets, settings=settings)
     assert caught.value.field == field
+
+
+async def test_an_alerts_events_reach_pagerduty_in_order_across_retries(engine: AsyncEngine, settings: Settings,
+                                                                        receiver: Receiver) -> None:
+    """The trigger is being retried when the alert is acknowledged and closed: acknowledge and resolve wait for
+    it, so PagerDuty never sees a resolve before the trigger (which would leave an incident open forever)."""
+    from pulse.alerting.service import close_alert
+
+    tenant, device, _channel_id = await _channel(engine, settings, "PAGERDUTY", {"url": receiver.url},
+                                                 {"routing_key": ROUTING_KEY})
+    receiver.script = [(503, {})]
+    alert_id = await _alert(engine, tenant, device, severity=5)
+    d = Deliverer(engine, settings, retry=FAST)
+    try:
+        await d.deliver_once()  # the trigger fails once; it is due again in 50 ms
+        now = datetime.now(UTC)
+        async with system_tx(engine) as conn:
+            await acknowledge_alert(conn, tenant.tenant_id, alert_id, actor="ops@example.com", now=now)
+        async with system_tx(engine) as conn:
+            await close_alert(conn, tenant.tenant_id, alert_id, actor="ops@example.com", reason="fixed", now=now)
+        await d.deliver_once()  # acknowledge and resolve are due, but wait behind the trigger
+        for _ in range(100):
+            if len(receiver.requests) >= 4:
+                break
+            await asyncio.sleep(0.05)
+            await d.deliver_once()
+    finally:
+        await d.aclose()
+    actions = [json.loads(body)["event_action"] for _headers, body in receiver.requests]
+    assert actions == ["trigger", "trigger", "acknowledge", "resolve"]
