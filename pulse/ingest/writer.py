@@ -77,6 +77,39 @@ ON CONFLICT (tenant_id, device_id) DO UPDATE SET
   updated_at = EXCLUDED.updated_at
 """
 
+# The same fold for devices that already have a state row (all but a device's first batch), as a plain UPDATE.
+# When the batch's oldest message for a device is not older than anything stored (the usual case) every
+# incoming metric is the newest, so the maps are simply merged; otherwise each key is compared as above.
+# About half the cost of the upsert at 2,000 devices a batch.
+_UPDATE_STATE = """
+UPDATE device_state AS s SET
+  last_seen_at = GREATEST(s.last_seen_at, u.seen),
+  last_telemetry_at = GREATEST(s.last_telemetry_at, u.tel),
+  last_heartbeat_at = GREATEST(s.last_heartbeat_at, u.hb),
+  last_message_ts = GREATEST(s.last_message_ts, u.ts),
+  last_seq = CASE WHEN s.last_message_ts IS NULL OR u.ts >= s.last_message_ts THEN u.seq ELSE s.last_seq END,
+  latest_metrics = CASE WHEN s.last_message_ts IS NULL OR u.first_ts >= s.last_message_ts
+    THEN s.latest_metrics || u.metrics
+    ELSE s.latest_metrics || (
+      SELECT coalesce(jsonb_object_agg(n.key, n.value), '{}'::jsonb) FROM jsonb_each(u.metrics) n
+      WHERE s.latest_metrics_at ->> n.key IS NULL
+         OR (s.latest_metrics_at ->> n.key)::timestamptz <= (u.metrics_at ->> n.key)::timestamptz) END,
+  latest_metrics_at = CASE WHEN s.last_message_ts IS NULL OR u.first_ts >= s.last_message_ts
+    THEN s.latest_metrics_at || u.metrics_at
+    ELSE s.latest_metrics_at || (
+      SELECT coalesce(jsonb_object_agg(n.key, n.value), '{}'::jsonb) FROM jsonb_each(u.metrics_at) n
+      WHERE s.latest_metrics_at ->> n.key IS NULL
+         OR (s.latest_metrics_at ->> n.key)::timestamptz <= (n.value #>> '{}')::timestamptz) END,
+  lat = coalesce(u.lat, s.lat),
+  lng = coalesce(u.lng, s.lng),
+  updated_at = $13
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[],
+            $7::bigint[], $8::jsonb[], $9::jsonb[], $10::float8[], $11::float8[], $12::timestamptz[])
+     AS u(tenant_id, device_id, seen, tel, hb, ts, seq, metrics, metrics_at, lat, lng, first_ts)
+WHERE s.tenant_id = u.tenant_id AND s.device_id = u.device_id
+RETURNING s.tenant_id, s.device_id
+"""
+
 _ROW_ERROR_CLASSES = ("22", "23", "54")  # data exception, integrity violation, program limit: the rows, not the link
 _encode = msgspec.json.encode
 
@@ -363,11 +396,12 @@ async def write_telemetry(conn: asyncpg.Connection, rows: list[Accepted]) -> int
 
 
 async def upsert_device_state(conn: asyncpg.Connection, rows: list[Accepted], now: datetime) -> None:
-    """One device_state upsert for the whole batch: a row per device, folded from its messages here."""
+    """device_state for the whole batch: a row per device, folded from its messages here; one UPDATE for the
+    devices that have a state row, then one upsert for those that do not yet."""
     by_device: dict[tuple[str, str], list[Accepted]] = {}
     for r in rows:
         by_device.setdefault((r.tenant_id, r.device_id), []).append(r)
-    cols: list[list[object]] = [[] for _ in range(11)]
+    cols: list[list[object]] = [[] for _ in range(12)]
     for (tenant_id, device_id), msgs in by_device.items():
         msgs.sort(key=lambda m: m.ts)  # stable: equal timestamps keep arrival order
         newest = msgs[-1]
@@ -384,10 +418,15 @@ async def upsert_device_state(conn: asyncpg.Connection, rows: list[Accepted], no
         values = (tenant_id, device_id, max(m.received_at for m in msgs),
                   max(telemetry) if telemetry else None, max(heartbeat) if heartbeat else None,
                   newest.ts, newest.seq, _encode(metrics).decode(), _encode(metrics_at).decode(),
-                  positioned[-1].lat if positioned else None, positioned[-1].lng if positioned else None)
+                  positioned[-1].lat if positioned else None, positioned[-1].lng if positioned else None,
+                  msgs[0].ts)
         for col, column_value in zip(cols, values, strict=True):
             col.append(column_value)
-    await conn.execute(_UPSERT_STATE, *cols, now)
+    updated = {(r[0], r[1]) for r in await conn.fetch(_UPDATE_STATE, *cols, now)}
+    if len(updated) == len(by_device):
+        return
+    missing = [i for i, key in enumerate(zip(cols[0], cols[1], strict=True)) if key not in updated]
+    await conn.execute(_UPSERT_STATE, *([col[i] for i in missing] for col in cols[:11]), now)
 
 
 def notify_payloads(rows: list[Accepted]) -> list[str]:
