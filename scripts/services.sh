@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the services the test suite talks to are up: PostgreSQL on 127.0.0.1:5432 and
-# Mosquitto on 127.0.0.1:1883. Installs them from Debian's packages when missing (as root).
+# Mosquitto on 127.0.0.1:1883, and the snmptrapd binary the SNMP channel tests start themselves.
+# Installs them from Debian's packages when missing (as root).
 set -euo pipefail
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -28,3 +29,5 @@ if ! port_open 1883; then
   for _ in $(seq 20); do port_open 1883 && break; sleep 0.5; done
 fi
 port_open 1883 || { echo "Mosquitto is not answering on 127.0.0.1:1883" >&2; exit 1; }
+
+command -v snmptrapd >/dev/null || [ -x /usr/sbin/snmptrapd ] || apt_install snmptrapd

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from pulse.notify.channels import email, mqtt, pagerduty, slack, teams, webhook
+from pulse.notify.channels import email, mqtt, pagerduty, slack, snmp, teams, webhook
 from pulse.notify.schemas import AlertEventMessage, SendResult
 
 Sender = Callable[..., Awaitable[SendResult]]
@@ -30,6 +30,7 @@ REGISTRY: dict[str, ChannelType] = {
     "TEAMS": ChannelType("TEAMS", teams.validate_config, teams.send),
     "EMAIL": ChannelType("EMAIL", email.validate_config, email.send),
     "MQTT": ChannelType("MQTT", mqtt.validate_config, mqtt.send),
+    "SNMP": ChannelType("SNMP", snmp.validate_config, snmp.send),
 }
 
 
