@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -78,6 +79,38 @@ async def _take_repeat_slot(conn: AsyncConnection, msg: AlertEventMessage, route
     return bool(taken)
 
 
+def _check_route(*, name: str, min_severity: int, event_kinds: list[str], repeat_interval_s: int,
+                 group_ids: list[str], position: int) -> None:
+    if not name or len(name) > 200:
+        raise ValidationError("must be 1-200 characters", field="name")
+    if not 1 <= min_severity <= 5:
+        raise ValidationError("must be 1 (info) to 5 (critical)", field="min_severity")
+    unknown = [k for k in event_kinds if k not in EVENT_KINDS]
+    if unknown:
+        raise ValidationError(f"unknown event kind {unknown[0]}; use {', '.join(EVENT_KINDS)}", field="event_kinds")
+    if repeat_interval_s < 0:
+        raise ValidationError("must be >= 0", field="repeat_interval_s")
+    if not -1_000_000 <= position <= 1_000_000:
+        raise ValidationError("must be between -1000000 and 1000000", field="position")
+    for group_id in group_ids:
+        try:
+            uuid.UUID(group_id)
+        except (ValueError, AttributeError, TypeError):
+            raise ValidationError(f"{group_id!r} is not a group UUID", field="group_ids") from None
+
+
+async def _require_channel(conn: AsyncConnection, tenant_id: str, channel_id: str) -> None:
+    try:
+        uuid.UUID(channel_id)
+    except (ValueError, AttributeError, TypeError):
+        raise ValidationError("must be a UUID", field="channel_id") from None
+    exists = (await conn.execute(text(
+        "SELECT 1 FROM notification_channels WHERE tenant_id = :t AND channel_id = CAST(:c AS uuid)"),
+        {"t": tenant_id, "c": channel_id})).first()
+    if not exists:
+        raise NotFound(f"channel {channel_id} not found", details={"field": "channel_id"})
+
+
 async def create_route(conn: AsyncConnection, tenant_id: str, *, name: str, channel_id: str, position: int = 0,
                        min_severity: int = 1, alert_types: list[str] | None = None,
                        event_kinds: list[str] | None = None, site_ids: list[str] | None = None,
@@ -85,21 +118,10 @@ async def create_route(conn: AsyncConnection, tenant_id: str, *, name: str, chan
                        device_id_prefix: str | None = None, repeat_interval_s: int = 0,
                        is_final: bool = False) -> str:
     """Add a routing rule; errors name the field."""
-    if not name or len(name) > 200:
-        raise ValidationError("must be 1-200 characters", field="name")
-    if not 1 <= min_severity <= 5:
-        raise ValidationError("must be 1 (info) to 5 (critical)", field="min_severity")
     kinds = event_kinds if event_kinds is not None else ["OPENED", "ACKNOWLEDGED", "ESCALATED", "CLOSED"]
-    unknown = [k for k in kinds if k not in EVENT_KINDS]
-    if unknown:
-        raise ValidationError(f"unknown event kind {unknown[0]}; use {', '.join(EVENT_KINDS)}", field="event_kinds")
-    if repeat_interval_s < 0:
-        raise ValidationError("must be >= 0", field="repeat_interval_s")
-    exists = (await conn.execute(text(
-        "SELECT 1 FROM notification_channels WHERE tenant_id = :t AND channel_id = CAST(:c AS uuid)"),
-        {"t": tenant_id, "c": channel_id})).first()
-    if not exists:
-        raise NotFound(f"channel {channel_id} not found", details={"field": "channel_id"})
+    _check_route(name=name, min_severity=min_severity, event_kinds=kinds, repeat_interval_s=repeat_interval_s,
+                 group_ids=group_ids or [], position=position)
+    await _require_channel(conn, tenant_id, channel_id)
     return str((await conn.execute(text(
         "INSERT INTO notification_routing_rules (tenant_id, name, position, channel_id, min_severity, alert_types, "
         "  event_kinds, site_ids, group_ids, tags, device_id_prefix, repeat_interval_s, is_final) "
@@ -108,3 +130,43 @@ async def create_route(conn: AsyncConnection, tenant_id: str, *, name: str, chan
         {"t": tenant_id, "n": name, "pos": position, "c": channel_id, "sev": min_severity,
          "types": alert_types or [], "kinds": kinds, "sites": site_ids or [], "groups": group_ids or [],
          "tags": tags or [], "prefix": device_id_prefix, "rep": repeat_interval_s, "final": is_final})).scalar_one())
+
+
+_ROUTE_FIELDS = ("name", "position", "channel_id", "min_severity", "alert_types", "event_kinds", "site_ids",
+                 "group_ids", "tags", "device_id_prefix", "repeat_interval_s", "is_final", "is_enabled")
+
+
+async def update_route(conn: AsyncConnection, tenant_id: str, route_id: str, changes: dict[str, Any], *,
+                       now: datetime) -> None:
+    """Change the given fields of a routing rule (names as in create_route, plus is_enabled); errors name the field."""
+    unknown = [k for k in changes if k not in _ROUTE_FIELDS]
+    if unknown:
+        raise ValidationError("is not a field of a routing rule", field=unknown[0])
+    row = (await conn.execute(text(
+        "SELECT name, position, channel_id::text, min_severity, event_kinds, group_ids::text[] AS group_ids, "
+        "  repeat_interval_s FROM notification_routing_rules "
+        "WHERE tenant_id = :t AND route_id = CAST(:r AS uuid) FOR NO KEY UPDATE"),
+        {"t": tenant_id, "r": route_id})).first()
+    if row is None:
+        raise NotFound(f"routing rule {route_id} not found", details={"field": "route_id"})
+    merged = {**dict(row._mapping), **changes}
+    _check_route(name=merged["name"], min_severity=merged["min_severity"], event_kinds=merged["event_kinds"],
+                 repeat_interval_s=merged["repeat_interval_s"], group_ids=merged["group_ids"],
+                 position=merged["position"])
+    if "channel_id" in changes:
+        await _require_channel(conn, tenant_id, changes["channel_id"])
+    casts = {"channel_id": "CAST(:channel_id AS uuid)", "group_ids": "CAST(:group_ids AS uuid[])"}
+    sets = [f"{k} = {casts.get(k, ':' + k)}" for k in changes]
+    await conn.execute(text(
+        f"UPDATE notification_routing_rules SET {', '.join([*sets, 'updated_at = :now'])} "
+        "WHERE tenant_id = :t AND route_id = CAST(:r AS uuid)"),
+        {**changes, "t": tenant_id, "r": route_id, "now": now})
+
+
+async def delete_route(conn: AsyncConnection, tenant_id: str, route_id: str) -> None:
+    """Delete a routing rule; jobs it already made stay in the queue and the delivery log."""
+    deleted = await conn.execute(text(
+        "DELETE FROM notification_routing_rules WHERE tenant_id = :t AND route_id = CAST(:r AS uuid)"),
+        {"t": tenant_id, "r": route_id})
+    if deleted.rowcount == 0:
+        raise NotFound(f"routing rule {route_id} not found", details={"field": "route_id"})

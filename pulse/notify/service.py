@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import msgspec
+from msgspec import UNSET, UnsetType
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.crypto import decrypt_secret, encrypt_secret
-from pulse.errors import Conflict, NotFound, ValidationError
+from pulse.errors import Conflict, NotFound, PulseError, ValidationError
+from pulse.notify import channels
 from pulse.notify.channels import get_channel_type
 from pulse.notify.schemas import AlertEventMessage, SendResult
 from pulse.settings import Settings
@@ -97,6 +101,122 @@ async def get_channel_masked(conn: AsyncConnection, tenant_id: str, channel_id: 
             "rate_limit_per_min": row.rate_limit_per_min}
 
 
+async def update_channel(conn: AsyncConnection, tenant_id: str, channel_id: str, *, settings: Settings, now: datetime,
+                         name: str | UnsetType = UNSET, config: dict[str, Any] | UnsetType = UNSET,
+                         secrets: dict[str, str] | UnsetType = UNSET, is_enabled: bool | UnsetType = UNSET,
+                         rate_limit_per_min: int | UnsetType | None = UNSET) -> None:
+    """Change what is given; the result is validated as a whole again (including SSRF checks).
+
+    `secrets`, when given, is the channel's full set: a value equal to the mask keeps the stored secret of that
+    name, any other value replaces it (re-encrypted), and a name left out is removed.
+    """
+    row = (await conn.execute(text(
+        "SELECT channel_id::text, name, channel_type, config, secrets_encrypted, rate_limit_per_min "
+        "FROM notification_channels WHERE tenant_id = :t AND channel_id = CAST(:c AS uuid) FOR NO KEY UPDATE"),
+        {"t": tenant_id, "c": channel_id})).first()
+    if row is None:
+        raise NotFound(f"channel {channel_id} not found", details={"field": "channel_id"})
+    kind = get_channel_type(row.channel_type)
+    if kind is None:
+        raise ValidationError(f"unsupported channel type {row.channel_type}", field="channel_type")
+    new_name = row.name if isinstance(name, UnsetType) else name
+    if not new_name or len(new_name) > 200:
+        raise ValidationError("must be 1-200 characters", field="name")
+    if new_name != row.name and (await conn.execute(text(
+            "SELECT 1 FROM notification_channels WHERE tenant_id = :t AND name = :n"),
+            {"t": tenant_id, "n": new_name})).first():
+        raise Conflict(f"a channel named {new_name!r} exists", details={"field": "name"})
+    stored = open_secrets(settings.secret_key_bytes, row.channel_id, row.secrets_encrypted)
+    merged = stored
+    if not isinstance(secrets, UnsetType):
+        merged = {}
+        for key, value in secrets.items():
+            if value == MASK:
+                if key not in stored:
+                    raise ValidationError("is the mask, but the channel has no such secret to keep",
+                                          field=f"secrets.{key}")
+                merged[key] = stored[key]
+            else:
+                merged[key] = value
+    clean = kind.validate(dict(row.config) if isinstance(config, UnsetType) else config, merged,
+                          settings.allow_private_urls)
+    limit = row.rate_limit_per_min if isinstance(rate_limit_per_min, UnsetType) else rate_limit_per_min
+    if limit is None and row.channel_type == "PAGERDUTY":
+        limit = PAGERDUTY_RATE_PER_MIN
+    if limit is not None and not 1 <= limit <= 100_000:
+        raise ValidationError("must be 1-100000 sends a minute", field="rate_limit_per_min")
+    sealed = row.secrets_encrypted
+    if merged != stored:
+        sealed = encrypt_secret(settings.secret_key_bytes, json.dumps(merged), context=row.channel_id)
+    await conn.execute(text(
+        "UPDATE notification_channels SET name = :n, config = CAST(:cfg AS jsonb), secrets_encrypted = :s, "
+        "  is_enabled = COALESCE(:on, is_enabled), rate_limit_per_min = :rl, updated_at = :now "
+        "WHERE channel_id = CAST(:c AS uuid)"),
+        {"n": new_name, "cfg": json.dumps(clean), "s": sealed, "rl": limit, "now": now, "c": row.channel_id,
+         "on": None if isinstance(is_enabled, UnsetType) else is_enabled})
+
+
+async def delete_channel(conn: AsyncConnection, tenant_id: str, channel_id: str, *, now: datetime) -> None:
+    """Delete a channel and its routing rules; its queued jobs are cancelled, its delivery log is kept."""
+    exists = (await conn.execute(text(
+        "SELECT 1 FROM notification_channels WHERE tenant_id = :t AND channel_id = CAST(:c AS uuid) "
+        "FOR UPDATE"), {"t": tenant_id, "c": channel_id})).first()
+    if not exists:
+        raise NotFound(f"channel {channel_id} not found", details={"field": "channel_id"})
+    await conn.execute(text(
+        "UPDATE notification_jobs SET status = 'CANCELLED', lease_owner = NULL, lease_expires_at = NULL, "
+        "  last_error = 'channel deleted', updated_at = :now "
+        "WHERE tenant_id = :t AND channel_id = CAST(:c AS uuid) AND status IN ('PENDING', 'IN_PROGRESS')"),
+        {"t": tenant_id, "c": channel_id, "now": now})
+    await conn.execute(text("DELETE FROM notification_channels WHERE tenant_id = :t AND channel_id = CAST(:c AS uuid)"),
+                       {"t": tenant_id, "c": channel_id})
+
+
+@dataclass(frozen=True)
+class ChannelTarget:
+    """What sending to a channel needs, secrets opened."""
+
+    channel_id: str
+    channel_type: str
+    config: dict[str, Any]
+    secrets: dict[str, str]
+
+
+async def require_channel_target(conn: AsyncConnection, tenant_id: str, channel_id: str, *,
+                                 settings: Settings) -> ChannelTarget:
+    row = (await conn.execute(text(
+        "SELECT channel_id::text, channel_type, config, secrets_encrypted FROM notification_channels "
+        "WHERE tenant_id = :t AND channel_id = CAST(:c AS uuid)"), {"t": tenant_id, "c": channel_id})).first()
+    if row is None:
+        raise NotFound(f"channel {channel_id} not found", details={"field": "channel_id"})
+    return ChannelTarget(channel_id=row.channel_id, channel_type=row.channel_type, config=dict(row.config),
+                         secrets=open_secrets(settings.secret_key_bytes, row.channel_id, row.secrets_encrypted))
+
+
+def sample_message(tenant_id: str, now: datetime) -> AlertEventMessage:
+    """The message a test send carries: plainly a test, tied to no alert."""
+    return AlertEventMessage(
+        tenant_id=tenant_id, alert_id=str(uuid.UUID(int=0)), event_id=0, event_kind="OPENED",
+        fingerprint="pulse-test-notification", alert_type="TEST", severity=1, status="OPEN",
+        title="Pulse test notification", summary="Sent from Pulse to check this channel's settings; no alert is open.",
+        opened_at=now, occurred_at=now)
+
+
+async def send_test(target: ChannelTarget, tenant_id: str, *, now: datetime, http: httpx.AsyncClient,
+                    allow: tuple[str, ...]) -> SendResult:
+    """Send the sample message to one channel now. Writes nothing: no job, no attempt, no alert.
+
+    Call it outside any transaction. What goes wrong on the way (refused address, network, receiver) is the result.
+    """
+    try:
+        return await channels.send(target.channel_type, sample_message(tenant_id, now), target.config,
+                                   target.secrets, delivery_id=f"test-{uuid.uuid4()}", http=http, allow=allow)
+    except PulseError as exc:
+        return SendResult(delivered=False, error=exc.message)
+    except (httpx.HTTPError, OSError) as exc:
+        return SendResult(delivered=False, retryable=True, error=f"{type(exc).__name__}: {exc}")
+
+
 def open_secrets(key: bytes, channel_id: str, sealed: str | None) -> dict[str, str]:
     if not sealed:
         return {}
@@ -117,43 +237,63 @@ _LEASE = (
     "FROM due, notification_channels c WHERE j.job_id = due.job_id AND c.channel_id = j.channel_id "
     "RETURNING j.job_id::text, j.tenant_id, j.channel_id::text, c.channel_type, c.config, c.secrets_encrypted, "
     "  c.is_enabled, j.payload, j.idempotency_key, j.attempt_count, j.max_attempts, j.lease_generation")
+# A channel's limit: its own, else PagerDuty's default; NULL means unlimited.
+_LIMIT = ("COALESCE(c.rate_limit_per_min, CASE WHEN c.channel_type = 'PAGERDUTY' "
+          f"THEN {PAGERDUTY_RATE_PER_MIN} END)")
 _CLAIM = text(
     "WITH due AS ("
     "  SELECT j.job_id FROM notification_jobs j JOIN notification_channels c ON c.channel_id = j.channel_id "
-    f"  WHERE {_DUE} AND c.rate_limit_per_min IS NULL "
+    f"  WHERE {_DUE} AND {_LIMIT} IS NULL "
     "  ORDER BY j.next_attempt_at LIMIT :limit FOR UPDATE OF j SKIP LOCKED) " + _LEASE)
-# Rate-limited channels: the channel row is locked while its budget is computed and spent, so deliverers
-# claiming at the same time take turns; sends in the last 60 s are the attempts started then plus the jobs
-# leased now (their attempt is not written yet).
-_LIMITED = text(
-    "SELECT c.channel_id::text, c.rate_limit_per_min - ("
-    "    (SELECT count(*) FROM notification_attempts a JOIN notification_jobs s ON s.job_id = a.job_id "
-    "     WHERE s.channel_id = c.channel_id AND a.started_at > CAST(:now AS timestamptz) - interval '60 seconds') "
-    "  + (SELECT count(*) FROM notification_jobs s WHERE s.channel_id = c.channel_id "
-    "     AND s.status = 'IN_PROGRESS' AND s.lease_expires_at >= :now)) AS budget "
-    "FROM notification_channels c "
-    "WHERE c.rate_limit_per_min IS NOT NULL "
-    f"  AND EXISTS (SELECT 1 FROM notification_jobs j WHERE j.channel_id = c.channel_id AND {_DUE}) "
-    "FOR UPDATE OF c SKIP LOCKED")
+# Rate-limited channels with due jobs, locked so that deliverers claiming at the same time take turns on each
+# channel's budget. NO KEY UPDATE does not block the key-share locks of jobs being inserted for the channel.
+_LOCK_LIMITED = text(
+    "SELECT c.channel_id::text FROM notification_channels c "
+    f"WHERE {_LIMIT} IS NOT NULL AND ("
+    "  EXISTS (SELECT 1 FROM notification_jobs j WHERE j.channel_id = c.channel_id AND j.status = 'PENDING' "
+    "          AND j.next_attempt_at <= :now) "
+    "  OR EXISTS (SELECT 1 FROM notification_jobs j WHERE j.channel_id = c.channel_id "
+    "             AND j.status = 'IN_PROGRESS' AND j.lease_expires_at < :now)) "
+    "ORDER BY c.channel_id FOR NO KEY UPDATE OF c SKIP LOCKED")
+# What is left of each locked channel's budget: its limit minus the sends of the last 60 s, which are the attempts
+# started since then plus the jobs leased and not yet recorded (a job's attempt row and its leaving IN_PROGRESS are
+# one commit, so nothing is counted twice or missed). A job with an attempt since :since was updated since then.
+# Run as a statement of its own after the locks are held: its snapshot then sees every earlier holder's claims.
+_BUDGETS = text(
+    f"SELECT c.channel_id::text, {_LIMIT} "
+    "  - (SELECT count(*) FROM notification_jobs s JOIN notification_attempts a ON a.job_id = s.job_id "
+    "     WHERE s.channel_id = c.channel_id AND s.updated_at > :since AND a.started_at > :since) "
+    "  - (SELECT count(*) FROM notification_jobs s WHERE s.channel_id = c.channel_id "
+    "     AND s.status = 'IN_PROGRESS' AND s.lease_expires_at >= :now) AS budget "
+    "FROM notification_channels c WHERE c.channel_id = ANY(CAST(:ids AS uuid[]))")
 _CLAIM_CHANNEL = text(
     "WITH due AS ("
     "  SELECT j.job_id FROM notification_jobs j "
     f"  WHERE j.channel_id = CAST(:channel AS uuid) AND {_DUE} "
     "  ORDER BY j.next_attempt_at LIMIT :limit FOR UPDATE OF j SKIP LOCKED) " + _LEASE)
+RATE_WINDOW = timedelta(seconds=60)
 
 
 async def claim_jobs(conn: AsyncConnection, *, owner: str, now: datetime, limit: int = 100,
                      lease_s: float = 60.0) -> list[ClaimedJob]:
     """Lease due jobs (and jobs whose lease expired: a crashed deliverer's). Commit before sending.
 
+    A rate-limited channel gets at most what is left of its budget for the last 60 s; the rest of its jobs stay
+    PENDING (queued, never dropped or failed) until the window moves. The budget is computed and spent under the
+    channel's row lock in this transaction, so several deliverers together keep to the limit.
     A job whose payload cannot be read goes straight to the dead letters instead of failing every claim.
     """
     params = {"now": now, "limit": limit, "owner": owner, "lease": lease_s}
-    rows = list((await conn.execute(_CLAIM, params)).all())
-    for channel_id, budget in (await conn.execute(_LIMITED, {"now": now})).all():
-        room = min(int(budget), limit - len(rows))
-        if room > 0:  # over budget: its jobs stay PENDING (queued, never dropped) until the window moves
-            rows += (await conn.execute(_CLAIM_CHANNEL, {**params, "channel": channel_id, "limit": room})).all()
+    rows: list[Any] = []
+    locked = [r[0] for r in (await conn.execute(_LOCK_LIMITED, {"now": now})).all()]
+    if locked:
+        budgets = (await conn.execute(_BUDGETS, {"ids": locked, "now": now, "since": now - RATE_WINDOW})).all()
+        for channel_id, budget in budgets:
+            room = min(int(budget), limit - len(rows))
+            if room > 0:
+                rows += (await conn.execute(_CLAIM_CHANNEL, {**params, "channel": channel_id, "limit": room})).all()
+    if len(rows) < limit:
+        rows += (await conn.execute(_CLAIM, {**params, "limit": limit - len(rows)})).all()
     jobs: list[ClaimedJob] = []
     unreadable: dict[str, str] = {}
     for r in rows:
@@ -206,13 +346,17 @@ async def replay_dead_job(conn: AsyncConnection, tenant_id: str, job_id: str, *,
     result = await conn.execute(text(
         "UPDATE notification_jobs SET status = 'PENDING', next_attempt_at = :now, attempt_count = 0, "
         "  last_error = NULL, updated_at = :now "
-        "WHERE tenant_id = :t AND job_id = CAST(:j AS uuid) AND status = 'DEAD'"),
+        "WHERE tenant_id = :t AND job_id = CAST(:j AS uuid) AND status = 'DEAD' "
+        "  AND (channel_id IS NOT NULL OR contact_id IS NOT NULL)"),
         {"t": tenant_id, "j": job_id, "now": now})
     if result.rowcount == 0:
-        status = (await conn.execute(text(
-            "SELECT status FROM notification_jobs WHERE tenant_id = :t AND job_id = CAST(:j AS uuid)"),
-            {"t": tenant_id, "j": job_id})).scalar()
-        if status is None:
-            raise NotFound(f"job {job_id} not found")
+        row = (await conn.execute(text(
+            "SELECT status, channel_id IS NULL AND contact_id IS NULL AS orphaned FROM notification_jobs "
+            "WHERE tenant_id = :t AND job_id = CAST(:j AS uuid)"), {"t": tenant_id, "j": job_id})).first()
+        if row is None:
+            raise NotFound(f"job {job_id} not found", details={"field": "job_id"})
+        status = row.status
+        if row.orphaned:
+            raise Conflict("this job's channel was deleted; it cannot be sent again", details={"status": status})
         raise Conflict(f"only dead jobs can be replayed; this one is {status}", details={"status": status})
     await conn.execute(text("SELECT pg_notify('pulse_jobs', '')"))

@@ -25,6 +25,7 @@ from pulse.web.deps import DEPENDENCIES
 from pulse.web.errors import EXCEPTION_HANDLERS
 from pulse.web.middleware import add_response_headers, request_context_middleware
 from pulse.web.ratelimit import SlidingWindowLimiter
+from pulse.web.routes import notify as notify_routes
 from pulse.web.routes import route_handlers
 
 log = logging.getLogger("pulse.web")
@@ -96,7 +97,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, clock: 
         app.state.engine = None
 
     return Litestar(
-        route_handlers=route_handlers(),
+        route_handlers=[*route_handlers(), notify_routes.router],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_context_middleware],
