@@ -1,4 +1,4 @@
-"""The evaluator: device liveness and threshold rules over each device's latest telemetry values."""
+"""The evaluator: device liveness, and alert rules (THRESHOLD, MULTI, RATE, ANOMALY, GAP) over device telemetry."""
 
 from __future__ import annotations
 
@@ -12,8 +12,25 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pulse.alerting.rules import SEVERITY_NAMES, Rule, compare, describe, is_cleared, parse_threshold
+from pulse.alerting.rules import (
+    RULE_TYPES,
+    SEVERITY_NAMES,
+    AnomalyDefinition,
+    GapDefinition,
+    MultiDefinition,
+    RateDefinition,
+    Rule,
+    ThresholdDefinition,
+    Verdict,
+    anomaly_verdict,
+    describe,
+    multi_verdict,
+    parse_definition,
+    rate_verdict,
+    threshold_verdict,
+)
 from pulse.alerting.service import AlertSignal, clear_alert, raise_alert
+from pulse.alerting.windows import GapState, anomaly_samples, gap_changes, rate_samples
 from pulse.db import system_tx
 from pulse.errors import ValidationError
 
@@ -21,6 +38,8 @@ log = logging.getLogger("pulse.evaluate")
 
 DeviceKey = tuple[str, str]
 CHUNK = 500
+GAP_CHECK_EVERY = timedelta(seconds=10)
+"""How often GAP rules are checked for devices that send nothing (gaps are at least 60 s)."""
 
 
 @dataclass
@@ -41,8 +60,9 @@ class Evaluator:
     engine: AsyncEngine
     base_url: str = ""
     rules_by_tenant: dict[str, list[Rule]] = field(default_factory=dict)
-    # (rule_id, device_id) -> when the condition started holding, for rules with for_seconds.
+    # (rule_id, device_id) -> when the condition started holding, for rules with for_seconds and no open alert.
     pending_since: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    gaps_checked_at: datetime | None = None
     alerts_opened: int = 0
     alerts_closed: int = 0
 
@@ -51,13 +71,14 @@ class Evaluator:
             rows = (await conn.execute(text(
                 "SELECT rule_id::text, tenant_id, name, rule_type, severity, definition, for_seconds, site_ids, "
                 "  group_ids::text[] AS group_ids, tags, device_ids, escalation_policy_id::text "
-                "FROM alert_rules WHERE is_enabled AND rule_type = 'THRESHOLD'"))).all()
+                "FROM alert_rules WHERE is_enabled AND rule_type = ANY(:types)"), {"types": list(RULE_TYPES)})).all()
         by_tenant: dict[str, list[Rule]] = defaultdict(list)
         for r in rows:
             try:
-                definition = parse_threshold(r.definition)
+                definition = parse_definition(r.rule_type, r.definition)
             except ValidationError as exc:
-                log.warning("skipping rule with invalid definition", extra={"rule_id": r.rule_id, "error": exc.message})
+                log.warning("skipping rule with invalid definition",
+                            extra={"rule_id": r.rule_id, "error": exc.message, "field": exc.field})
                 continue
             by_tenant[r.tenant_id].append(Rule(
                 rule_id=r.rule_id, tenant_id=r.tenant_id, name=r.name, rule_type=r.rule_type, severity=r.severity,
@@ -92,36 +113,111 @@ class Evaluator:
             if f"NO_HEARTBEAT:{snap.device_id}" in back:
                 await clear_alert(conn, tenant_id, f"NO_HEARTBEAT:{snap.device_id}", reason="device is sending again",
                                   now=now, base_url=self.base_url)
-            for rule in rules:
-                if rule.applies_to(snap.device_id, snap.site_id, snap.tags, snap.groups):
-                    await self._apply_rule(conn, rule, snap, rule.fingerprint(snap.device_id) in open_fps, now)
+        for rule in rules:
+            targets = [s for s in snapshots if rule.applies_to(s.device_id, s.site_id, s.tags, s.groups)]
+            if targets:
+                await self._apply_rule(conn, rule, targets, open_fps, now)
 
-    async def _apply_rule(self, conn: AsyncConnection, rule: Rule, snap: DeviceSnapshot, is_open: bool,
-                          now: datetime) -> None:
+    async def _apply_rule(self, conn: AsyncConnection, rule: Rule, targets: list[DeviceSnapshot],
+                          open_fps: set[str], now: datetime) -> None:
+        """Judge the chunk's devices under one rule: window rules with one query for the whole chunk."""
         d = rule.definition
-        observed = snap.metrics.get(d.metric)
+        if isinstance(d, GapDefinition):
+            # Gaps open in check_gaps; here a device whose metric is back has its gap alert closed at once.
+            gapped = [s.device_id for s in targets if rule.fingerprint(s.device_id) in open_fps]
+            if gapped:
+                for change in await gap_changes(conn, rule, d.metric, now - _gap_span(rule, d), device_ids=gapped):
+                    await self._settle_gap(conn, rule, d, change, now)
+            return
+        ids = [s.device_id for s in targets]
+        verdicts: dict[str, Verdict]
+        if isinstance(d, RateDefinition):
+            rates = await rate_samples(conn, rule.tenant_id, ids, d.metric, d.window_seconds)
+            verdicts = {i: rate_verdict(d, rates.get(i)) for i in ids}
+        elif isinstance(d, AnomalyDefinition):
+            samples = await anomaly_samples(conn, rule.tenant_id, ids, d.metric, d.window_seconds)
+            verdicts = {i: anomaly_verdict(d, samples.get(i)) for i in ids}
+        elif isinstance(d, MultiDefinition):
+            verdicts = {s.device_id: multi_verdict(d, s.metrics) for s in targets}
+        else:
+            verdicts = {s.device_id: threshold_verdict(d, s.metrics) for s in targets}
+        for snap in targets:
+            await self._settle(conn, rule, snap, verdicts[snap.device_id], rule.fingerprint(snap.device_id) in open_fps,
+                               now)
+
+    async def _settle(self, conn: AsyncConnection, rule: Rule, snap: DeviceSnapshot, verdict: Verdict,
+                      is_open: bool, now: datetime) -> None:
+        """Open/update the alert on BREACH (after for_seconds), close it on CLEAR, leave it on HOLD."""
         key = (rule.rule_id, snap.device_id)
-        if compare(d.op, observed, d.value):
-            since = self.pending_since.setdefault(key, now)
-            if not is_open and now - since < timedelta(seconds=rule.for_seconds):
-                return
+        if verdict.state == "BREACH":
+            if not is_open and rule.for_seconds > 0:
+                since = self.pending_since.setdefault(key, now)
+                if now - since < timedelta(seconds=rule.for_seconds):
+                    return
+            self.pending_since.pop(key, None)
+            d = rule.definition
             change = await raise_alert(conn, AlertSignal(
-                tenant_id=rule.tenant_id, fingerprint=rule.fingerprint(snap.device_id), alert_type="THRESHOLD",
+                tenant_id=rule.tenant_id, fingerprint=rule.fingerprint(snap.device_id), alert_type=rule.alert_type,
                 severity=rule.severity, title=f"{rule.name}: {describe(d)} on {snap.device_id}",
-                summary=f"{d.metric} is {observed} ({describe(d)}), severity {SEVERITY_NAMES[rule.severity]}",
-                device_id=snap.device_id, site_id=snap.site_id, rule_id=rule.rule_id, metric=d.metric,
-                value=observed, triggered_at=snap.last_telemetry_at,
+                summary=f"{verdict.observation} ({describe(d)}), severity {SEVERITY_NAMES[rule.severity]}",
+                device_id=snap.device_id, site_id=snap.site_id, rule_id=rule.rule_id, metric=_metric(d),
+                value=verdict.value, triggered_at=snap.last_telemetry_at,
                 escalation_policy_id=rule.escalation_policy_id), now=now, base_url=self.base_url)
             if change.kind == "OPENED":
                 self.alerts_opened += 1
             return
         self.pending_since.pop(key, None)
-        if is_open and is_cleared(d, observed):
+        if is_open and verdict.state == "CLEAR":
             closed = await clear_alert(conn, rule.tenant_id, rule.fingerprint(snap.device_id),
-                                       reason=f"condition cleared: {d.metric} is {observed}", now=now,
+                                       reason=f"condition cleared: {verdict.observation}", now=now,
                                        base_url=self.base_url)
             if closed:
                 self.alerts_closed += 1
+
+    async def check_gaps(self, now: datetime, *, paused: bool = False, grace_from: datetime | None = None) -> None:
+        """Open and close GAP alerts for every tenant, at most every GAP_CHECK_EVERY: one query per GAP rule.
+
+        This runs without new data (a silent device wakes nobody). While ingest is down (`paused`) nothing is
+        judged; after it came back (`grace_from`), no gap opens until a whole gap has passed since.
+        """
+        if paused or (self.gaps_checked_at is not None and now - self.gaps_checked_at < GAP_CHECK_EVERY):
+            return
+        self.gaps_checked_at = now
+        for rules in list(self.rules_by_tenant.values()):
+            for rule in rules:
+                d = rule.definition
+                if not isinstance(d, GapDefinition):
+                    continue
+                span = _gap_span(rule, d)
+                may_open = grace_from is None or now - grace_from >= span
+                async with system_tx(self.engine) as conn:
+                    for change in await gap_changes(conn, rule, d.metric, now - span):
+                        if change.has_recent or may_open:
+                            await self._settle_gap(conn, rule, d, change, now)
+
+    async def _settle_gap(self, conn: AsyncConnection, rule: Rule, d: GapDefinition, change: GapState,
+                          now: datetime) -> None:
+        fingerprint = rule.fingerprint(change.device_id)
+        if change.has_recent:
+            if await clear_alert(conn, rule.tenant_id, fingerprint, reason=f"{d.metric} is reported again",
+                                 now=now, base_url=self.base_url):
+                self.alerts_closed += 1
+            return
+        last = change.last_reading_at  # the newest reading of any message; a heartbeat's is not telemetry
+        span = _gap_span(rule, d)
+        silent = (f"{int((now - last).total_seconds())} s" if last is not None and now - last >= span
+                  else f"over {int(span.total_seconds())} s")
+        result = await raise_alert(conn, AlertSignal(
+            tenant_id=rule.tenant_id, fingerprint=fingerprint, alert_type=rule.alert_type, severity=rule.severity,
+            title=f"{rule.name}: {describe(d)} on {change.device_id}",
+            summary=f"no {d.metric} in telemetry from {change.device_id} for {silent} ({describe(d)}), "
+                    f"severity {SEVERITY_NAMES[rule.severity]}",
+            device_id=change.device_id, site_id=change.site_id, rule_id=rule.rule_id, metric=d.metric,
+            value={"metric": d.metric, "gap_seconds": d.gap_seconds,
+                   "last_reading_at": last.isoformat() if last is not None else None},
+            triggered_at=now, escalation_policy_id=rule.escalation_policy_id), now=now, base_url=self.base_url)
+        if result.kind == "OPENED":
+            self.alerts_opened += 1
 
     def due_pending(self, now: datetime) -> set[DeviceKey]:
         """Devices whose for_seconds window has run out since their last evaluation."""
@@ -134,6 +230,17 @@ class Evaluator:
             elif now - since >= timedelta(seconds=rule.for_seconds):
                 due.add((rule.tenant_id, device_id))
         return due
+
+
+def _gap_span(rule: Rule, d: GapDefinition) -> timedelta:
+    """A gap alert needs the metric missing for gap_seconds, then for for_seconds more."""
+    return timedelta(seconds=d.gap_seconds + rule.for_seconds)
+
+
+def _metric(d: ThresholdDefinition | MultiDefinition | RateDefinition | AnomalyDefinition | GapDefinition
+            ) -> str | None:
+    """The alert's `metric`: the rule's one metric (a MULTI rule names several, so none)."""
+    return None if isinstance(d, MultiDefinition) else d.metric
 
 
 async def _load_snapshots(conn: AsyncConnection, tenant_id: str, device_ids: list[str]) -> list[DeviceSnapshot]:

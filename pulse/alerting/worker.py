@@ -117,6 +117,8 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                     if now - last_liveness >= LIVENESS_EVERY:
                         async with system_tx(ctx.engine) as conn:
                             state, _ = await guarded_liveness(conn, now, base_url=settings.base_url)
+                        await evaluator.check_gaps(now, paused=state.paused,
+                                                   grace_from=state.ready_since if state.known else None)
                         if state.paused != paused:
                             paused = state.paused
                             if paused:
