@@ -408,6 +408,8 @@ async def upsert_device_state(conn: asyncpg.Connection, rows: list[Accepted], no
         metrics: dict[str, object] = {}
         metrics_at: dict[str, str] = {}
         for m in msgs:
+            if m.msg_type != "telemetry":
+                continue  # a heartbeat's metrics are stored, but rules see the latest values of telemetry only
             stamp = m.ts.isoformat()
             for key, value in m.metrics.items():
                 metrics[key] = value

@@ -265,6 +265,12 @@ async def test_device_state_folds_a_batch_and_never_moves_backwards(engine: Asyn
                       t=tenant.tenant_id)
     assert [(k["msg_type"], k["seq"]) for k in kinds] == [("telemetry", 0), ("telemetry", 1), ("telemetry", 2),
                                                           ("heartbeat", 3)]
+    # A heartbeat carrying a metric is stored with it, but never becomes a latest value rules would see.
+    beat = body(seq=4, ts=(t0 + timedelta(minutes=4)).isoformat(), metrics={"temp_c": 99, "battery_pct": 80})
+    assert (await ingest_http(pipeline, tenant.tenant_id, dev, "heartbeat", beat, token, now())).accepted
+    state = (await sql(engine, "SELECT * FROM device_state WHERE tenant_id = :t", t=tenant.tenant_id))[0]
+    assert state["latest_metrics"] == {"temp_c": 22, "rssi": -70, "hum": 40, "pressure": 1013}
+    assert (state["last_seq"], state["last_message_ts"]) == (4, t0 + timedelta(minutes=4))
 
 
 def batch_body(tenant_id: str, device_id: str, token: str | None, messages: list[Any]) -> bytes:
