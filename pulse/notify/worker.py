@@ -40,7 +40,9 @@ class Deliverer:
         self.concurrency = concurrency
         self._sem = asyncio.Semaphore(concurrency)
         self._own_http = http is None
-        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False)
+        self.http = http or httpx.AsyncClient(  # a kept-alive connection per concurrent send
+            timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False,
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
         self.delivered = 0
         self.failed = 0
 
