@@ -60,8 +60,9 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("mosquitto did not start")
 
 
-async def prepare_database(devices: int) -> str:
-    name = f"bench_ingest_{secrets.token_hex(3)}"
+async def new_database(prefix: str) -> str:
+    """A throwaway database with Pulse's schema; its URL (drop it with drop_database)."""
+    name = f"{prefix}_{secrets.token_hex(3)}"
     conn = await asyncpg.connect(ADMIN_URL)
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
@@ -69,6 +70,11 @@ async def prepare_database(devices: int) -> str:
     from pulse.migrate import upgrade
 
     await asyncio.to_thread(upgrade, url)
+    return url
+
+
+async def prepare_database(devices: int) -> str:
+    url = await new_database("bench_ingest")
     conn = await asyncpg.connect(url)
     await conn.execute("INSERT INTO tenants (tenant_id, name) VALUES ($1, 'Benchmark')", TENANT)
     sub = await conn.fetchval("INSERT INTO subscriptions (tenant_id, kind, device_limit) VALUES ($1, 'MAIN', $2) "

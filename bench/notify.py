@@ -25,9 +25,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
-from bench.ingest import ADMIN_URL, free_port, percentile, stop_process
+from bench.ingest import drop_database, free_port, new_database, percentile, stop_process
 
 TENANT = "bench-notify"
 SECRET = secrets.token_hex(16)
@@ -63,15 +61,8 @@ def _receiver(port: int, ready: Any, results: Any, stop: Any, out: str) -> None:
     asyncio.run(main())
 
 
-async def prepare(url_base: str, receiver_url: str) -> str:
-    name = f"bench_notify_{secrets.token_hex(3)}"
-    conn = await asyncpg.connect(ADMIN_URL)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    url = url_base.rsplit("/", 1)[0] + "/" + name
-    from pulse.migrate import upgrade
-
-    await asyncio.to_thread(upgrade, url)
+async def prepare(receiver_url: str) -> str:
+    url = await new_database("bench_notify")
     from pulse.db import create_engine, system_tx
     from pulse.notify.routing import create_route
     from pulse.notify.service import create_channel
@@ -139,7 +130,7 @@ async def main() -> None:
     receiver = ctx.Process(target=_receiver, args=(port, ready, count, stop, out))
     receiver.start()
     ready.wait(10)
-    url = await prepare(ADMIN_URL, f"http://127.0.0.1:{port}/hook")
+    url = await prepare(f"http://127.0.0.1:{port}/hook")
     result: dict[str, Any] = {}
     try:
         if args.drain:
@@ -172,9 +163,7 @@ async def main() -> None:
         with open(out) as f:
             arrivals = json.load(f)
         os.unlink(out)
-        conn = await asyncpg.connect(ADMIN_URL)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-        await conn.close()
+        await drop_database(url)
     ids = [a[0] for a in arrivals]
     result["duplicates"] = len(ids) - len(set(ids))
     if result.get("mode") == "live":

@@ -7,8 +7,10 @@ import os
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -28,6 +30,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def run_mosquitto(conf: Path, port: int) -> Iterator[None]:
+    """Start `mosquitto -c conf`, wait until it listens on `port`, and stop it afterwards (use with yield from)."""
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        raise AssertionError(proc.stdout.read().decode() if proc.stdout else "mosquitto did not start")
+    yield
+    proc.terminate()
+    proc.wait(10)
 
 
 def _with_db(url: str, name: str) -> str:

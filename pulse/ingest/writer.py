@@ -47,40 +47,10 @@ SELECT time, tenant_id, device_id, site_id, msg_type, seq, metrics FROM pulse_te
 ON CONFLICT DO NOTHING
 """
 
-# One row per device. Values only move forward: a late (older) message neither rewinds last_message_ts/last_seq
-# nor overwrites a metric that already has a newer reading (per-key times in latest_metrics_at).
-_UPSERT_STATE = """
-INSERT INTO device_state AS s (tenant_id, device_id, last_seen_at, last_telemetry_at, last_heartbeat_at,
-                               last_message_ts, last_seq, latest_metrics, latest_metrics_at, lat, lng, updated_at)
-SELECT u.tenant_id, u.device_id, u.seen, u.tel, u.hb, u.ts, u.seq, u.metrics, u.metrics_at, u.lat, u.lng, $12
-FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[],
-            $7::bigint[], $8::jsonb[], $9::jsonb[], $10::float8[], $11::float8[])
-     AS u(tenant_id, device_id, seen, tel, hb, ts, seq, metrics, metrics_at, lat, lng)
-JOIN devices d ON d.tenant_id = u.tenant_id AND d.device_id = u.device_id
-ON CONFLICT (tenant_id, device_id) DO UPDATE SET
-  last_seen_at = GREATEST(s.last_seen_at, EXCLUDED.last_seen_at),
-  last_telemetry_at = GREATEST(s.last_telemetry_at, EXCLUDED.last_telemetry_at),
-  last_heartbeat_at = GREATEST(s.last_heartbeat_at, EXCLUDED.last_heartbeat_at),
-  last_message_ts = GREATEST(s.last_message_ts, EXCLUDED.last_message_ts),
-  last_seq = CASE WHEN s.last_message_ts IS NULL OR EXCLUDED.last_message_ts >= s.last_message_ts
-                  THEN EXCLUDED.last_seq ELSE s.last_seq END,
-  latest_metrics = s.latest_metrics || (
-    SELECT coalesce(jsonb_object_agg(n.key, n.value), '{}'::jsonb) FROM jsonb_each(EXCLUDED.latest_metrics) n
-    WHERE s.latest_metrics_at ->> n.key IS NULL
-       OR (s.latest_metrics_at ->> n.key)::timestamptz <= (EXCLUDED.latest_metrics_at ->> n.key)::timestamptz),
-  latest_metrics_at = s.latest_metrics_at || (
-    SELECT coalesce(jsonb_object_agg(n.key, n.value), '{}'::jsonb) FROM jsonb_each(EXCLUDED.latest_metrics_at) n
-    WHERE s.latest_metrics_at ->> n.key IS NULL
-       OR (s.latest_metrics_at ->> n.key)::timestamptz <= (n.value #>> '{}')::timestamptz),
-  lat = coalesce(EXCLUDED.lat, s.lat),
-  lng = coalesce(EXCLUDED.lng, s.lng),
-  updated_at = EXCLUDED.updated_at
-"""
-
-# The same fold for devices that already have a state row (all but a device's first batch), as a plain UPDATE.
-# When the batch's oldest message for a device is not older than anything stored (the usual case) every
-# incoming metric is the newest, so the maps are simply merged; otherwise each key is compared as above.
-# About half the cost of the upsert at 2,000 devices a batch.
+# One row per device, folded from the batch. Values only move forward: a late (older) message neither rewinds
+# last_message_ts/last_seq nor overwrites a metric that already has a newer reading (per-key times in
+# latest_metrics_at). When the batch's oldest message for a device is not older than anything stored (the
+# usual case) every incoming metric is the newest, so the maps are simply merged; otherwise key by key.
 _UPDATE_STATE = """
 UPDATE device_state AS s SET
   last_seen_at = GREATEST(s.last_seen_at, u.seen),
@@ -108,6 +78,14 @@ FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::ti
      AS u(tenant_id, device_id, seen, tel, hb, ts, seq, metrics, metrics_at, lat, lng, first_ts)
 WHERE s.tenant_id = u.tenant_id AND s.device_id = u.device_id
 RETURNING s.tenant_id, s.device_id
+"""
+
+# A device's first state row (registered devices only), which _UPDATE_STATE then fills.
+_ADD_STATE = """
+INSERT INTO device_state (tenant_id, device_id)
+SELECT u.tenant_id, u.device_id FROM unnest($1::text[], $2::text[]) AS u(tenant_id, device_id)
+JOIN devices d ON d.tenant_id = u.tenant_id AND d.device_id = u.device_id
+ON CONFLICT (tenant_id, device_id) DO NOTHING
 """
 
 _ROW_ERROR_CLASSES = ("22", "23", "54")  # data exception, integrity violation, program limit: the rows, not the link
@@ -397,7 +375,7 @@ async def write_telemetry(conn: asyncpg.Connection, rows: list[Accepted]) -> int
 
 async def upsert_device_state(conn: asyncpg.Connection, rows: list[Accepted], now: datetime) -> None:
     """device_state for the whole batch: a row per device, folded from its messages here; one UPDATE for the
-    devices that have a state row, then one upsert for those that do not yet."""
+    devices that have a state row; those that do not yet get a bare row, which the same UPDATE then fills."""
     by_device: dict[tuple[str, str], list[Accepted]] = {}
     for r in rows:
         by_device.setdefault((r.tenant_id, r.device_id), []).append(r)
@@ -428,7 +406,9 @@ async def upsert_device_state(conn: asyncpg.Connection, rows: list[Accepted], no
     if len(updated) == len(by_device):
         return
     missing = [i for i, key in enumerate(zip(cols[0], cols[1], strict=True)) if key not in updated]
-    await conn.execute(_UPSERT_STATE, *([col[i] for i in missing] for col in cols[:11]), now)
+    rest = [[col[i] for i in missing] for col in cols]
+    await conn.execute(_ADD_STATE, rest[0], rest[1])
+    await conn.execute(_UPDATE_STATE, *rest, now)
 
 
 def notify_payloads(rows: list[Accepted]) -> list[str]:

@@ -58,23 +58,37 @@ class ClaimedJob:
     lease_generation: int
 
 
+def _check_name(name: str) -> None:
+    if not name or len(name) > 200:
+        raise ValidationError("must be 1-200 characters", field="name")
+
+
+async def _check_name_free(conn: AsyncConnection, tenant_id: str, name: str) -> None:
+    taken = (await conn.execute(text("SELECT 1 FROM notification_channels WHERE tenant_id = :t AND name = :n"),
+                                {"t": tenant_id, "n": name})).first()
+    if taken:
+        raise Conflict(f"a channel named {name!r} exists", details={"field": "name"})
+
+
+def _rate_limit(channel_type: str, limit: int | None) -> int | None:
+    """A channel's sends a minute: PagerDuty channels keep PagerDuty's own limit when none is set."""
+    if limit is None and channel_type == "PAGERDUTY":
+        limit = PAGERDUTY_RATE_PER_MIN
+    if limit is not None and not 1 <= limit <= 100_000:
+        raise ValidationError("must be 1-100000 sends a minute", field="rate_limit_per_min")
+    return limit
+
+
 async def create_channel(conn: AsyncConnection, tenant_id: str, name: str, channel_type: str, config: dict[str, Any],
                          secrets: dict[str, str], *, settings: Settings, rate_limit_per_min: int | None = None) -> str:
     """Validate (including SSRF checks), encrypt the secrets with the channel id bound in, and store."""
     kind = get_channel_type(channel_type)
     if kind is None:
         raise ValidationError(f"unsupported channel type {channel_type}", field="channel_type")
-    if not name or len(name) > 200:
-        raise ValidationError("must be 1-200 characters", field="name")
+    _check_name(name)
     clean = kind.validate(config, secrets, settings.allow_private_urls)
-    if rate_limit_per_min is None and channel_type == "PAGERDUTY":
-        rate_limit_per_min = PAGERDUTY_RATE_PER_MIN
-    if rate_limit_per_min is not None and not 1 <= rate_limit_per_min <= 100_000:
-        raise ValidationError("must be 1-100000 sends a minute", field="rate_limit_per_min")
-    duplicate = (await conn.execute(text("SELECT 1 FROM notification_channels WHERE tenant_id = :t AND name = :n"),
-                                    {"t": tenant_id, "n": name})).first()
-    if duplicate:
-        raise Conflict(f"a channel named {name!r} exists", details={"field": "name"})
+    rate_limit_per_min = _rate_limit(channel_type, rate_limit_per_min)
+    await _check_name_free(conn, tenant_id, name)
     channel_id = str((await conn.execute(text(
         "INSERT INTO notification_channels (tenant_id, name, channel_type, config, rate_limit_per_min) "
         "VALUES (:t, :n, :k, CAST(:c AS jsonb), :rl) RETURNING channel_id::text"),
@@ -120,12 +134,9 @@ async def update_channel(conn: AsyncConnection, tenant_id: str, channel_id: str,
     if kind is None:
         raise ValidationError(f"unsupported channel type {row.channel_type}", field="channel_type")
     new_name = row.name if isinstance(name, UnsetType) else name
-    if not new_name or len(new_name) > 200:
-        raise ValidationError("must be 1-200 characters", field="name")
-    if new_name != row.name and (await conn.execute(text(
-            "SELECT 1 FROM notification_channels WHERE tenant_id = :t AND name = :n"),
-            {"t": tenant_id, "n": new_name})).first():
-        raise Conflict(f"a channel named {new_name!r} exists", details={"field": "name"})
+    _check_name(new_name)
+    if new_name != row.name:
+        await _check_name_free(conn, tenant_id, new_name)
     stored = open_secrets(settings.secret_key_bytes, row.channel_id, row.secrets_encrypted)
     merged = stored
     if not isinstance(secrets, UnsetType):
@@ -140,11 +151,8 @@ async def update_channel(conn: AsyncConnection, tenant_id: str, channel_id: str,
                 merged[key] = value
     clean = kind.validate(dict(row.config) if isinstance(config, UnsetType) else config, merged,
                           settings.allow_private_urls)
-    limit = row.rate_limit_per_min if isinstance(rate_limit_per_min, UnsetType) else rate_limit_per_min
-    if limit is None and row.channel_type == "PAGERDUTY":
-        limit = PAGERDUTY_RATE_PER_MIN
-    if limit is not None and not 1 <= limit <= 100_000:
-        raise ValidationError("must be 1-100000 sends a minute", field="rate_limit_per_min")
+    limit = _rate_limit(row.channel_type,
+                        row.rate_limit_per_min if isinstance(rate_limit_per_min, UnsetType) else rate_limit_per_min)
     sealed = row.secrets_encrypted
     if merged != stored:
         sealed = encrypt_secret(settings.secret_key_bytes, json.dumps(merged), context=row.channel_id)

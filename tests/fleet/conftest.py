@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import getpass
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, run_mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = ("pulse-admin", "admin-secret-for-tests")
@@ -36,17 +34,5 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             .replace("persistence_location /mosquitto/data/", f"persistence_location {tmp}/"))
     conf += f"\n# the test's files belong to the test's user; run the broker as that user\nuser {getpass.getuser()}\n"
     (tmp / "mosquitto.conf").write_text(conf)
-    proc = subprocess.Popen(["mosquitto", "-c", str(tmp / "mosquitto.conf")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        raise AssertionError(proc.stdout.read().decode() if proc.stdout else "mosquitto did not start")
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    for _ in run_mosquitto(tmp / "mosquitto.conf", port):
+        yield port

@@ -28,11 +28,11 @@ FAST = RetryPolicy(base_s=0.05, cap_s=1.0, jitter=0.0)
 
 
 class Receiver:
-    """A webhook endpoint that answers from a script of status codes, then 200."""
+    """A webhook endpoint that answers from a script of (status, headers[, body]), then 200 with `default_body`."""
 
-    def __init__(self) -> None:
+    def __init__(self, default_body: bytes = b"") -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.script: list[tuple[int, dict[str, str]]] = []
+        self.script: list[tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]] = []
         self.lock = threading.Lock()
         outer = self
 
@@ -41,11 +41,14 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with outer.lock:
                     outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                    status, headers = outer.script.pop(0) if outer.script else (200, {})
+                    status, headers, *rest = outer.script.pop(0) if outer.script else (200, {})
+                answer = rest[0] if rest else default_body
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -96,6 +99,27 @@ async def _drain(d: Deliverer, until: Any, timeout: float = 10.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("not settled in time")
+
+
+async def _settle_job(engine: AsyncEngine, settings: Settings, tenant: TenantRef) -> Any:
+    """Run a deliverer until the tenant's one job is DELIVERED or DEAD; returns the job row (job_id, status,
+    last_error, idempotency_key)."""
+    job: Any = None
+
+    async def settled() -> bool:
+        nonlocal job
+        async with system_tx(engine) as conn:
+            job = (await conn.execute(text(
+                "SELECT job_id::text, status, last_error, idempotency_key FROM notification_jobs "
+                "WHERE tenant_id = :t"), {"t": tenant.tenant_id})).one()
+        return bool(job.status in ("DELIVERED", "DEAD"))
+
+    d = Deliverer(engine, settings, retry=FAST)
+    try:
+        await _drain(d, settled)
+    finally:
+        await d.aclose()
+    return job
 
 
 async def test_routing_filters_and_final_routes(engine: AsyncEngine, settings: Settings, receiver: Receiver) -> None:

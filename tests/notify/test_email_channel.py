@@ -3,7 +3,6 @@ refusals and how each outcome is retried or not."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
 import ssl
@@ -21,7 +20,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.db import system_tx
@@ -30,10 +28,9 @@ from pulse.notify.channels import email as email_channel
 from pulse.notify.routing import create_route
 from pulse.notify.schemas import AlertEventMessage, SendResult
 from pulse.notify.service import create_channel
-from pulse.notify.worker import Deliverer
 from pulse.settings import Settings
 from tests.conftest import TenantRef, free_port, make_device, make_tenant
-from tests.notify.test_delivery import FAST, _alert, _attempts
+from tests.notify.test_delivery import _alert, _attempts, _settle_job
 
 LOOPBACK = ("loopback",)
 
@@ -149,20 +146,8 @@ async def _setup(engine: AsyncEngine, settings: Settings, config: dict[str, Any]
 
 async def _settle(engine: AsyncEngine, settings: Settings, tenant: TenantRef) -> tuple[str, str | None, int]:
     """Run the deliverer until the tenant's one job is DELIVERED or DEAD; returns status, error, attempts made."""
-    d = Deliverer(engine, settings, retry=FAST)
-    try:
-        for _ in range(100):
-            await d.deliver_once()
-            async with system_tx(engine) as conn:
-                row = (await conn.execute(text(
-                    "SELECT job_id::text, status, last_error FROM notification_jobs WHERE tenant_id = :t"),
-                    {"t": tenant.tenant_id})).one()
-            if row.status in ("DELIVERED", "DEAD"):
-                return row.status, row.last_error, len(await _attempts(engine, row.job_id))
-            await asyncio.sleep(0.05)
-    finally:
-        await d.aclose()
-    raise AssertionError("the job did not settle")
+    job = await _settle_job(engine, settings, tenant)
+    return job.status, job.last_error, len(await _attempts(engine, job.job_id))
 
 
 async def test_plain_local_relay_gets_subject_text_and_html(engine: AsyncEngine, settings: Settings,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -29,39 +27,10 @@ ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
 BASE_URL = "https://pulse.example.com"
 
 
-class AnsweringReceiver:
-    """An HTTP endpoint that answers from a script of (status, headers, body), then 200 with body "1"."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.script: list[tuple[int, dict[str, str], bytes]] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with outer.lock:
-                    outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                    status, headers, answer = outer.script.pop(0) if outer.script else (200, {}, b"1")
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def answering() -> Iterator[AnsweringReceiver]:
-    r = AnsweringReceiver()
+def answering() -> Iterator[Receiver]:
+    """A receiver whose default answer is Teams' "1"; its script entries may carry a body."""
+    r = Receiver(default_body=b"1")
     yield r
     r.server.shutdown()
     r.server.server_close()
@@ -89,7 +58,7 @@ async def _raise(engine: AsyncEngine, tenant: TenantRef, device: str, *, title: 
     return change.alert_id
 
 
-async def _deliver_until(engine: AsyncEngine, settings: Settings, receiver: Receiver | AnsweringReceiver, n: int,
+async def _deliver_until(engine: AsyncEngine, settings: Settings, receiver: Receiver, n: int,
                          deliverer: Deliverer | None = None) -> list[dict[str, Any]]:
     d = deliverer or Deliverer(engine, settings, retry=FAST)
     try:
@@ -217,7 +186,7 @@ async def test_pagerduty_severity_mapping_and_summary_limit(engine: AsyncEngine,
 
 
 async def test_pagerduty_400_is_dead_at_once(engine: AsyncEngine, settings: Settings,
-                                             answering: AnsweringReceiver) -> None:
+                                             answering: Receiver) -> None:
     answering.script = [(400, {"Content-Type": "application/json"},
                          b'{"status":"invalid event","message":"Event object is invalid",'
                          b'"errors":["Length of \'routing_key\' is incorrect (should be 32 characters)"]}')]
@@ -234,7 +203,7 @@ async def test_pagerduty_400_is_dead_at_once(engine: AsyncEngine, settings: Sett
 
 
 async def test_pagerduty_429_and_5xx_are_retried_until_202(engine: AsyncEngine, settings: Settings,
-                                                           answering: AnsweringReceiver) -> None:
+                                                           answering: Receiver) -> None:
     answering.script = [(429, {"Retry-After": "0"}, b'{"status":"throttle event"}'), (503, {}, b"unavailable"),
                         (202, {}, b'{"status":"success","message":"Event processed"}')]
     tenant, device, _ = await _channel(engine, settings, "PAGERDUTY", {"url": answering.url},
@@ -253,7 +222,7 @@ async def test_pagerduty_429_and_5xx_are_retried_until_202(engine: AsyncEngine, 
 
 # --- Teams ---------------------------------------------------------------------------------------------------------
 
-async def test_teams_message_card(engine: AsyncEngine, settings: Settings, answering: AnsweringReceiver) -> None:
+async def test_teams_message_card(engine: AsyncEngine, settings: Settings, answering: Receiver) -> None:
     tenant, device, channel = await _channel(engine, settings, "TEAMS", {}, {"webhook_url": answering.url})
     alert_id = await _raise(engine, tenant, device, severity=3)
     [card] = await _deliver_until(engine, settings, answering, 1)
@@ -270,7 +239,7 @@ async def test_teams_message_card(engine: AsyncEngine, settings: Settings, answe
 
 
 async def test_teams_200_carrying_http_error_429_is_retried(engine: AsyncEngine, settings: Settings,
-                                                            answering: AnsweringReceiver) -> None:
+                                                            answering: Receiver) -> None:
     answering.script = [(200, {}, b"Microsoft Teams endpoint returned HTTP error 429 with ContextId tcid=0")]
     tenant, device, _ = await _channel(engine, settings, "TEAMS", {}, {"webhook_url": answering.url})
     await _raise(engine, tenant, device)
@@ -285,7 +254,7 @@ async def test_teams_200_carrying_http_error_429_is_retried(engine: AsyncEngine,
 
 
 async def test_teams_200_carrying_a_client_error_is_not_a_delivery(engine: AsyncEngine, settings: Settings,
-                                                                   answering: AnsweringReceiver) -> None:
+                                                                   answering: Receiver) -> None:
     answering.script = [(200, {}, b"Webhook message delivery failed with error: Microsoft Teams endpoint returned "
                                   b"HTTP error 413 with ContextId tcid=0")]
     tenant, device, _ = await _channel(engine, settings, "TEAMS", {}, {"webhook_url": answering.url})

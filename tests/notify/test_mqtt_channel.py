@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 import ssl
 import subprocess
 import time
@@ -18,7 +17,6 @@ from typing import Any
 import gmqtt
 import httpx
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.db import system_tx
@@ -27,10 +25,9 @@ from pulse.notify.channels import mqtt as mqtt_channel
 from pulse.notify.routing import create_route
 from pulse.notify.schemas import AlertEventMessage, SendResult
 from pulse.notify.service import create_channel
-from pulse.notify.worker import Deliverer
 from pulse.settings import Settings
-from tests.conftest import free_port, make_device, make_tenant
-from tests.notify.test_delivery import FAST, _alert, _attempts
+from tests.conftest import free_port, make_device, make_tenant, run_mosquitto
+from tests.notify.test_delivery import _alert, _attempts, _settle_job
 from tests.notify.test_email_channel import _self_signed
 
 LOOPBACK = ("loopback",)
@@ -43,19 +40,8 @@ def _mosquitto(tmp: Path, listener: str) -> Iterator[int]:
     conf = tmp / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\n{listener}\npersistence false\nlog_dest stderr\n"
                     f"user {subprocess.run(['id', '-un'], capture_output=True, text=True).stdout.strip()}\n")
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        raise AssertionError(proc.stdout.read().decode() if proc.stdout else "mosquitto did not start")
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    for _ in run_mosquitto(conf, port):
+        yield port
 
 
 @pytest.fixture
@@ -136,19 +122,7 @@ async def test_alert_reaches_live_and_late_subscribers_through_the_deliverer(eng
         await create_route(conn, tenant.tenant_id, name="all", channel_id=channel)
     async with Subscriber(broker, f"alerts/{tenant.tenant_id}/#") as live:
         alert_id = await _alert(engine, tenant, device, severity=5)
-        d = Deliverer(engine, settings, retry=FAST)
-        try:
-            for _ in range(100):
-                await d.deliver_once()
-                async with system_tx(engine) as conn:
-                    job = (await conn.execute(text(
-                        "SELECT job_id::text, status, idempotency_key FROM notification_jobs WHERE tenant_id = :t"),
-                        {"t": tenant.tenant_id})).one()
-                if job.status == "DELIVERED":
-                    break
-                await asyncio.sleep(0.05)
-        finally:
-            await d.aclose()
+        job = await _settle_job(engine, settings, tenant)
         assert job.status == "DELIVERED" and len(await _attempts(engine, job.job_id)) == 1
         await live.wait()
     [(topic, body, _retain, props)] = live.got

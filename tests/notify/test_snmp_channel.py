@@ -31,7 +31,7 @@ from pulse.notify.service import create_channel
 from pulse.notify.worker import Deliverer
 from pulse.settings import Settings
 from tests.conftest import make_device, make_tenant
-from tests.notify.test_delivery import FAST, _alert, _attempts
+from tests.notify.test_delivery import FAST, _alert, _attempts, _settle_job
 
 LOOPBACK = ("loopback",)
 COMMUNITY = "pulse-traps-42"
@@ -358,19 +358,7 @@ async def test_alert_reaches_snmptrapd_through_the_deliverer(engine: AsyncEngine
             "priv_protocol": "AES128", "engine_id": ENGINE_ID}, V3_KEYS, settings=settings)
         await create_route(conn, tenant.tenant_id, name="all", channel_id=channel)
     alert_id = await _alert(engine, tenant, device, severity=4)
-    d = Deliverer(engine, settings, retry=FAST)
-    try:
-        for _ in range(100):
-            await d.deliver_once()
-            async with system_tx(engine) as conn:
-                job = (await conn.execute(text(
-                    "SELECT job_id::text, status, last_error FROM notification_jobs WHERE tenant_id = :t"),
-                    {"t": tenant.tenant_id})).one()
-            if job.status == "DELIVERED":
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        await d.aclose()
+    job = await _settle_job(engine, settings, tenant)
     assert job.status == "DELIVERED", job.last_error
     assert [a.outcome for a in await _attempts(engine, job.job_id)] == ["DELIVERED"]
     [got] = await trapd.wait()

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from pulse.errors import ValidationError
+from pulse.notify.channels.tls import check_tls_settings, client_context
 from pulse.notify.schemas import SEVERITY_NAMES, AlertEventMessage, SendResult
 from pulse.notify.ssrf import check_host
 from pulse.notify.templates import DEFAULT_BODY, DEFAULT_TITLE, check_template, render
@@ -31,7 +32,6 @@ SECURITY = ("starttls", "tls", "none")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 TIMEOUT_S = 10.0
 MAX_RECIPIENTS = 50
-MAX_CA_PEM_CHARS = 64_000
 _ADDRESS = re.compile(r"^[^@\s<>,;\"()\[\]\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
 
@@ -63,13 +63,11 @@ def validate_config(config: dict[str, Any], secrets: dict[str, str], allow: tupl
     recipients = config.get("to")
     if not isinstance(recipients, list) or not 1 <= len(recipients) <= MAX_RECIPIENTS:
         raise ValidationError(f"must be a list of 1-{MAX_RECIPIENTS} addresses", field="config.to")
-    verify = config.get("verify", True)
-    if not isinstance(verify, bool):
-        raise ValidationError("must be true or false", field="config.verify")
+    tls_settings = check_tls_settings(config, peer="server")
     clean: dict[str, Any] = {
         "host": host, "port": port, "security": security, "from": _address(config.get("from"), "config.from"),
         "to": list(dict.fromkeys(_address(r, f"config.to[{i}]") for i, r in enumerate(recipients))),
-        "verify": verify,
+        **tls_settings,
     }
     username = config.get("username")
     if username is not None:
@@ -78,16 +76,6 @@ def validate_config(config: dict[str, Any], secrets: dict[str, str], allow: tupl
         if not secrets.get("password"):
             raise ValidationError("a password is required with a username", field="secrets.password")
         clean["username"] = username
-    ca_pem = config.get("ca_pem")
-    if ca_pem is not None:
-        if not isinstance(ca_pem, str) or len(ca_pem) > MAX_CA_PEM_CHARS:
-            raise ValidationError(f"must be PEM text of at most {MAX_CA_PEM_CHARS} characters", field="config.ca_pem")
-        try:
-            ssl.create_default_context(cadata=ca_pem)
-        except (ssl.SSLError, ValueError):
-            raise ValidationError("must be PEM certificates of the CA that signed the server's certificate",
-                                  field="config.ca_pem") from None
-        clean["ca_pem"] = ca_pem
     for name, default in (("subject_template", DEFAULT_TITLE), ("body_template", DEFAULT_BODY)):
         clean[name] = check_template(config.get(name) or default, field=f"config.{name}")
     return clean
@@ -122,15 +110,6 @@ def render_email(msg: AlertEventMessage, config: dict[str, Any], delivery_id: st
     mail.add_alternative(f"<html><body><h2>{html.escape(subject)}</h2><pre>{html.escape(text)}</pre>"
                          f"<table>{rows}</table>{anchor}</body></html>", subtype="html")
     return mail
-
-
-def _context(config: dict[str, Any]) -> ssl.SSLContext:
-    ca_pem = config.get("ca_pem")
-    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
-    if not config.get("verify", True):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _connect(addresses: list[str], port: int, timeout: float) -> socket.socket:
@@ -172,13 +151,13 @@ def _send_blocking(config: dict[str, Any], addresses: list[str], password: str |
     smtp: smtplib.SMTP
     if security == "tls":
         smtp = _PinnedSMTPSSL(config["host"], config["port"], pinned=addresses, timeout=TIMEOUT_S,
-                              context=_context(config))
+                              context=client_context(config))
     else:
         smtp = _PinnedSMTP(config["host"], config["port"], pinned=addresses, timeout=TIMEOUT_S)
     try:
         smtp.ehlo()
         if security == "starttls":
-            smtp.starttls(context=_context(config))
+            smtp.starttls(context=client_context(config))
             smtp.ehlo()
         if config.get("username"):
             smtp.login(config["username"], password or "")

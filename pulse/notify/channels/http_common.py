@@ -9,8 +9,7 @@ import msgspec
 
 import pulse
 from pulse.errors import ValidationError
-from pulse.notify.channels.webhook import result_from_response
-from pulse.notify.schemas import AlertEventMessage, SendResult
+from pulse.notify.schemas import SEVERITY_NAMES, AlertEventMessage
 from pulse.notify.ssrf import check_url
 from pulse.notify.templates import DEFAULT_BODY, DEFAULT_TITLE, check_template, render
 
@@ -54,5 +53,23 @@ async def post_json(http: httpx.AsyncClient, url: str, payload: Any, allow: tupl
         "X-Pulse-Delivery": delivery_id})
 
 
-def http_result(response: httpx.Response) -> SendResult:
-    return result_from_response(response)
+async def post_to_webhook_url(http: httpx.AsyncClient, secrets: dict[str, str], payload: Any,
+                              allow: tuple[str, ...], *, delivery_id: str) -> httpx.Response:
+    """POST to the channel's secret incoming-webhook URL (Slack, Teams)."""
+    return await post_json(http, secrets["webhook_url"], payload, allow, field="secrets.webhook_url",
+                           delivery_id=delivery_id)
+
+
+def severity_label(msg: AlertEventMessage) -> str:
+    return f"{SEVERITY_NAMES.get(msg.severity, msg.severity)} ({msg.severity})"
+
+
+def status_label(msg: AlertEventMessage) -> str:
+    return "RESOLVED" if msg.event_kind == "CLOSED" else msg.status
+
+
+def alert_facts(msg: AlertEventMessage) -> list[tuple[str, str]]:
+    """Device, site, rule and `metric = value`, those the alert has."""
+    facts = (("Device", msg.device_id), ("Site", msg.site_id), ("Rule", msg.rule_id),
+             ("Value", f"{msg.metric} = {msg.value}" if msg.metric else None))
+    return [(label, str(value)) for label, value in facts if value]

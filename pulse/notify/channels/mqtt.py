@@ -18,6 +18,7 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import PersistentStorage
 
 from pulse.errors import ValidationError
+from pulse.notify.channels.tls import check_tls_settings, client_context
 from pulse.notify.channels.webhook import render_body
 from pulse.notify.schemas import AlertEventMessage, SendResult
 from pulse.notify.ssrf import check_host
@@ -25,7 +26,6 @@ from pulse.notify.templates import check_template, render
 
 TIMEOUT_S = 10.0
 MAX_TOPIC_BYTES = 1024
-MAX_CA_PEM_CHARS = 64_000
 DEFAULT_CLIENT_ID_PREFIX = "pulse-notify-"
 _CLIENT_ID_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 # CONNACK refusals that can pass by themselves: 3.1.1 "server unavailable"; MQTT 5 unspecified, implementation
@@ -91,34 +91,12 @@ def validate_config(config: dict[str, Any], secrets: dict[str, str], allow: tupl
 def _tls_settings(config: dict[str, Any], clean: dict[str, Any], tls: bool) -> None:
     if not tls:
         raise ValidationError("ca_pem and verify apply to mqtts:// only", field="config.url")
-    verify = config.get("verify", True)
-    if not isinstance(verify, bool):
-        raise ValidationError("must be true or false", field="config.verify")
-    clean["verify"] = verify
-    ca_pem = config.get("ca_pem")
-    if ca_pem is not None:
-        if not isinstance(ca_pem, str) or len(ca_pem) > MAX_CA_PEM_CHARS:
-            raise ValidationError(f"must be PEM text of at most {MAX_CA_PEM_CHARS} characters", field="config.ca_pem")
-        try:
-            ssl.create_default_context(cadata=ca_pem)
-        except (ssl.SSLError, ValueError):
-            raise ValidationError("must be PEM certificates of the CA that signed the broker's certificate",
-                                  field="config.ca_pem") from None
-        clean["ca_pem"] = ca_pem
+    clean.update(check_tls_settings(config, peer="broker"))
 
 
 def render_topic(msg: AlertEventMessage, config: dict[str, Any]) -> str:
     """The topic for one message. A value carrying + or # (never valid in a published topic) gets `_` instead."""
     return render(config["topic_template"], msg).translate({ord("+"): "_", ord("#"): "_", 0: "_"})
-
-
-def _context(config: dict[str, Any]) -> ssl.SSLContext:
-    ca_pem = config.get("ca_pem")
-    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
-    if not config.get("verify", True):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 async def _connect(client: gmqtt.Client, lost: asyncio.Event, host: str, port: int,
@@ -168,7 +146,7 @@ async def send(msg: AlertEventMessage, config: dict[str, Any], secrets: dict[str
     qos = int(config.get("qos", 1))
     # Plain MQTT connects to the address the SSRF check approved. gmqtt takes the TLS server name from what it
     # connects to, so mqtts:// connects by name and the certificate is checked against `host`.
-    target, tls_arg = (host, _context(config)) if tls else (addresses[0], False)
+    target, tls_arg = (host, client_context(config)) if tls else (addresses[0], False)
     try:
         try:
             await _connect(client, lost, target, port, tls_arg)

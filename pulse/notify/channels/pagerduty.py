@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 
 from pulse.errors import ValidationError
-from pulse.notify.channels.http_common import check_templates, http_result, post_json, title_and_body
+from pulse.notify.channels.http_common import check_templates, post_json, title_and_body
+from pulse.notify.channels.webhook import result_from_response
 from pulse.notify.schemas import AlertEventMessage, SendResult
 from pulse.notify.ssrf import check_url
 
@@ -64,4 +65,4 @@ async def send(msg: AlertEventMessage, config: dict[str, Any], secrets: dict[str
     response = await post_json(http, config.get("url") or DEFAULT_URL,
                                render_event(msg, config, secrets["routing_key"]), allow, field="config.url",
                                delivery_id=delivery_id)
-    return http_result(response)
+    return result_from_response(response)

@@ -8,14 +8,17 @@ import httpx
 
 from pulse.errors import ValidationError
 from pulse.notify.channels.http_common import (
+    alert_facts,
     check_secret_url,
     check_templates,
     colour,
-    http_result,
-    post_json,
+    post_to_webhook_url,
+    severity_label,
+    status_label,
     title_and_body,
 )
-from pulse.notify.schemas import SEVERITY_NAMES, AlertEventMessage, SendResult
+from pulse.notify.channels.webhook import result_from_response
+from pulse.notify.schemas import AlertEventMessage, SendResult
 
 
 def validate_config(config: dict[str, Any], secrets: dict[str, str], allow: tuple[str, ...]) -> dict[str, Any]:
@@ -40,14 +43,9 @@ def render_message(msg: AlertEventMessage, config: dict[str, Any]) -> dict[str, 
     title, body = (escape(part) for part in title_and_body(msg, config))
     link = msg.links.get("alert")
     resolved = msg.event_kind == "CLOSED"
-    status = "RESOLVED" if resolved else msg.status
-    fields = [{"title": "Severity", "value": f"{SEVERITY_NAMES.get(msg.severity, msg.severity)} ({msg.severity})",
-               "short": True},
-              {"title": "Status", "value": status, "short": True}]
-    for label, value in (("Device", msg.device_id), ("Site", msg.site_id), ("Rule", msg.rule_id),
-                         ("Value", f"{msg.metric} = {msg.value}" if msg.metric else None)):
-        if value:
-            fields.append({"title": label, "value": escape(str(value)), "short": True})
+    fields = [{"title": "Severity", "value": severity_label(msg), "short": True},
+              {"title": "Status", "value": status_label(msg), "short": True},
+              *({"title": label, "value": escape(value), "short": True} for label, value in alert_facts(msg))]
     if link:
         fields.append({"title": "Pulse", "value": f"<{link}|Open alert>", "short": False})
     attachment: dict[str, Any] = {"fallback": title, "color": colour(msg), "title": title, "text": body,
@@ -65,6 +63,5 @@ def render_message(msg: AlertEventMessage, config: dict[str, Any]) -> dict[str, 
 
 async def send(msg: AlertEventMessage, config: dict[str, Any], secrets: dict[str, str], *, delivery_id: str,
                http: httpx.AsyncClient, allow: tuple[str, ...]) -> SendResult:
-    response = await post_json(http, secrets["webhook_url"], render_message(msg, config), allow,
-                               field="secrets.webhook_url", delivery_id=delivery_id)
-    return http_result(response)
+    return result_from_response(await post_to_webhook_url(http, secrets, render_message(msg, config), allow,
+                                                          delivery_id=delivery_id))

@@ -8,14 +8,17 @@ from typing import Any
 import httpx
 
 from pulse.notify.channels.http_common import (
+    alert_facts,
     check_secret_url,
     check_templates,
     colour,
-    http_result,
-    post_json,
+    post_to_webhook_url,
+    severity_label,
+    status_label,
     title_and_body,
 )
-from pulse.notify.schemas import SEVERITY_NAMES, AlertEventMessage, SendResult
+from pulse.notify.channels.webhook import result_from_response
+from pulse.notify.schemas import AlertEventMessage, SendResult
 
 _EMBEDDED_ERROR = re.compile(r"HTTP error (\d{3})")
 
@@ -28,14 +31,10 @@ def validate_config(config: dict[str, Any], secrets: dict[str, str], allow: tupl
 def render_card(msg: AlertEventMessage, config: dict[str, Any]) -> dict[str, Any]:
     """The MessageCard (docs/channels-http.md)."""
     title, body = title_and_body(msg, config)
-    facts = [{"name": "Severity", "value": f"{SEVERITY_NAMES.get(msg.severity, msg.severity)} ({msg.severity})"},
-             {"name": "Status", "value": "RESOLVED" if msg.event_kind == "CLOSED" else msg.status},
-             {"name": "Event", "value": msg.event_kind}]
-    for label, value in (("Device", msg.device_id), ("Site", msg.site_id), ("Rule", msg.rule_id),
-                         ("Value", f"{msg.metric} = {msg.value}" if msg.metric else None),
-                         ("Opened", msg.opened_at.isoformat())):
-        if value:
-            facts.append({"name": label, "value": str(value)})
+    facts = [{"name": "Severity", "value": severity_label(msg)}, {"name": "Status", "value": status_label(msg)},
+             {"name": "Event", "value": msg.event_kind},
+             *({"name": label, "value": value} for label, value in alert_facts(msg)),
+             {"name": "Opened", "value": msg.opened_at.isoformat()}]
     card: dict[str, Any] = {"@type": "MessageCard", "@context": "https://schema.org/extensions",
                             "themeColor": colour(msg).lstrip("#"), "summary": title, "title": title,
                             "sections": [{"text": body.replace("\n", "  \n"), "facts": facts}]}
@@ -48,9 +47,8 @@ def render_card(msg: AlertEventMessage, config: dict[str, Any]) -> dict[str, Any
 
 async def send(msg: AlertEventMessage, config: dict[str, Any], secrets: dict[str, str], *, delivery_id: str,
                http: httpx.AsyncClient, allow: tuple[str, ...]) -> SendResult:
-    response = await post_json(http, secrets["webhook_url"], render_card(msg, config), allow,
-                               field="secrets.webhook_url", delivery_id=delivery_id)
-    return result_from_teams(response)
+    return result_from_teams(await post_to_webhook_url(http, secrets, render_card(msg, config), allow,
+                                                       delivery_id=delivery_id))
 
 
 def result_from_teams(response: httpx.Response) -> SendResult:
@@ -66,4 +64,4 @@ def result_from_teams(response: httpx.Response) -> SendResult:
             inner = int(found.group(1))
             return SendResult(delivered=False, status_code=code, retryable=inner == 429 or inner >= 500,
                               error=f"Teams answered {code} with: {response.text[:200]}")
-    return http_result(response)
+    return result_from_response(response)
