@@ -73,18 +73,26 @@ def _parse_database_url(value: str) -> str:
     return "postgresql://" + v.split("://", 1)[1]
 
 
-def _parse_mqtt_url(value: str) -> str:
-    v = value.strip()
-    parts = urlsplit(v)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError("must be an mqtt:// or mqtts:// URL")
-    if not parts.hostname:
-        raise ValueError("must name a host")
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise ValueError(f"bad port: {exc}") from None
-    return v
+def _parse_service_url(schemes: tuple[str, ...], expected: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        v = value.strip()
+        parts = urlsplit(v)
+        if parts.scheme not in schemes:
+            raise ValueError(f"must be {expected}")
+        if not parts.hostname:
+            raise ValueError("must name a host")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return v
+
+    return parse
+
+
+_parse_mqtt_url = _parse_service_url(("mqtt", "mqtts"), "an mqtt:// or mqtts:// URL")
+_parse_smtp_url = _parse_service_url(("smtp", "smtp+starttls", "smtps"),
+                                     "an smtp:// (loopback relay only), smtp+starttls:// or smtps:// URL")
 
 
 def _parse_secret_key(value: str) -> str:
@@ -183,6 +191,15 @@ class Settings:
     allow_private_urls: tuple[str, ...] = _setting(
         "PULSE_ALLOW_PRIVATE_URLS", (), _parse_list,
         "comma list of address classes channel URLs may reach: loopback, private, link-local")
+    smtp_url: str | None = _setting(
+        "PULSE_SMTP_URL", None, _parse_smtp_url,
+        "SMTP relay for pages to users' email contact methods: smtp+starttls://user:pass@host:587, "
+        "smtps://user:pass@host:465 or smtp://127.0.0.1:25 (plain, loopback only)", secret=True)
+    smtp_from: str = _setting("PULSE_SMTP_FROM", "pulse@localhost", _parse_nonempty,
+                              "From address of pages sent to users' email contact methods")
+    pagerduty_events_url: str = _setting("PULSE_PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue",
+                                         _parse_nonempty,
+                                         "PagerDuty Events API v2 endpoint for users' PagerDuty contact methods")
     demo: bool = _setting("PULSE_DEMO", False, _parse_bool, "seed a demo tenant, login and devices at start")
 
     @classmethod

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -135,3 +136,14 @@ def run_pulse(*args: str, env: dict[str, str] | None = None, timeout: float = 60
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "pulse", *args], env=full_env, capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """A real local HTTP receiver (tests.notify.test_delivery.Receiver) for webhook channels and contact methods."""
+    from tests.notify.test_delivery import Receiver
+
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()

@@ -15,13 +15,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pulse.errors import Conflict, NotFound
-from pulse.notify.routing import enqueue_for_event
+from pulse.errors import Conflict, NotFound, ValidationError
+from pulse.notify.routing import enqueue_for_event, settle_pages
 from pulse.notify.schemas import AlertEventMessage
 
 # A continuously breaching device updates its alert on every evaluation; an UPDATED event is
 # recorded at most this often per alert so the history stays readable (occurrence_count counts all).
 UPDATE_EVENT_INTERVAL = timedelta(seconds=60)
+ESCALATIONS_CHANNEL = "pulse_escalations"
+"""NOTIFY channel that wakes `pulse escalate` when an alert's next escalation step is (re)scheduled."""
 
 _ALERT_COLUMNS = (
     "alert_id, tenant_id, fingerprint, alert_type, rule_id, device_id, site_id, severity, status, title, summary, "
@@ -104,6 +106,55 @@ async def _start_escalation(conn: AsyncConnection, tenant_id: str, alert_id: Any
         "WHERE a.alert_id = :a AND p.tenant_id = :t AND p.policy_id = coalesce(CAST(:policy AS uuid), "
         "  (SELECT policy_id FROM escalation_policies WHERE tenant_id = :t AND is_default))"),
         {"a": alert_id, "t": tenant_id, "policy": policy_id, "now": now})
+    await conn.execute(text(f"NOTIFY {ESCALATIONS_CHANNEL}"))
+
+
+MAX_SILENCE = timedelta(days=30)
+
+
+async def silence_alert(conn: AsyncConnection, tenant_id: str, alert_id: str, *, until: datetime, actor: str,
+                        now: datetime, reason: str | None = None, base_url: str = "") -> None:
+    """Pause an alert's escalation until `until`: the time left to its next step is kept and runs on afterwards.
+
+    Silencing again moves the end; the time left is the same as before.
+    """
+    if until.tzinfo is None:
+        raise ValidationError("must be an ISO-8601 time with a UTC offset", field="until")
+    if not now < until <= now + MAX_SILENCE:
+        raise ValidationError("must be in the future and at most 30 days ahead", field="until")
+    row = (await conn.execute(text(
+        f"UPDATE alerts SET silenced_until = :until, updated_at = :now, "
+        f"  next_escalation_at = CAST(:until AS timestamptz) + greatest(next_escalation_at - "
+        f"    CASE WHEN silenced_until > :now THEN silenced_until ELSE CAST(:now AS timestamptz) END, "
+        f"    interval '0') "
+        f"WHERE tenant_id = :t AND alert_id = CAST(:a AS uuid) AND status IN ('OPEN', 'ACKNOWLEDGED') "
+        f"RETURNING {_ALERT_COLUMNS}"),
+        {"t": tenant_id, "a": alert_id, "until": until, "now": now})).first()
+    if row is None:
+        await _explain_missing(conn, tenant_id, alert_id, "silence")
+        return
+    await record_event(conn, row, "SILENCED", actor=actor, reason=reason, details={"until": until.isoformat()},
+                       now=now, base_url=base_url)
+
+
+async def unsilence_alert(conn: AsyncConnection, tenant_id: str, alert_id: str, *, actor: str, now: datetime,
+                          base_url: str = "") -> None:
+    """End a silence now; escalation resumes with the time that was left to its next step."""
+    row = (await conn.execute(text(
+        f"UPDATE alerts SET updated_at = :now, "
+        f"  next_escalation_at = CAST(:now AS timestamptz) + greatest(next_escalation_at - silenced_until, "
+        f"    interval '0'), silenced_until = NULL "
+        f"WHERE tenant_id = :t AND alert_id = CAST(:a AS uuid) AND silenced_until > :now "
+        f"RETURNING {_ALERT_COLUMNS}"), {"t": tenant_id, "a": alert_id, "now": now})).first()
+    if row is None:
+        status = (await conn.execute(text(
+            "SELECT status FROM alerts WHERE tenant_id = :t AND alert_id = CAST(:a AS uuid)"),
+            {"t": tenant_id, "a": alert_id})).scalar_one_or_none()
+        if status is None:
+            raise NotFound(f"alert {alert_id} not found")
+        raise Conflict("the alert is not silenced", details={"status": status})
+    await conn.execute(text(f"NOTIFY {ESCALATIONS_CHANNEL}"))
+    await record_event(conn, row, "UNSILENCED", actor=actor, reason=None, details={}, now=now, base_url=base_url)
 
 
 async def clear_alert(conn: AsyncConnection, tenant_id: str, fingerprint: str, *, reason: str, now: datetime,
@@ -168,16 +219,24 @@ async def record_event(conn: AsyncConnection, alert: Row[Any], kind: str, *, act
         {"t": alert.tenant_id, "a": alert.alert_id, "k": kind, "actor": actor, "reason": reason,
          "d": _json(details), "now": now})).scalar_one()
     if kind in ("OPENED", "UPDATED", "ACKNOWLEDGED", "ESCALATED", "CLOSED", "FLAPPING"):
-        device = await _device_context(conn, alert.tenant_id, alert.device_id)
-        msg = AlertEventMessage(
-            tenant_id=alert.tenant_id, alert_id=str(alert.alert_id), event_id=event_id, event_kind=kind,
-            fingerprint=alert.fingerprint, alert_type=alert.alert_type, severity=alert.severity,
-            status=alert.status, title=alert.title, summary=alert.summary or "", device_id=alert.device_id,
-            site_id=alert.site_id, rule_id=str(alert.rule_id) if alert.rule_id else None, metric=alert.metric,
-            value=alert.last_value, opened_at=alert.opened_at, occurred_at=now, tags=device[0],
-            group_ids=device[1], links={"alert": f"{base_url}/app/alerts/{alert.alert_id}"} if base_url else {})
+        msg = await alert_message(conn, alert, kind, int(event_id), now=now, base_url=base_url)
         await enqueue_for_event(conn, msg, now=now)
+        if kind in ("ACKNOWLEDGED", "CLOSED"):
+            await settle_pages(conn, msg, now=now)
     return int(event_id)
+
+
+async def alert_message(conn: AsyncConnection, alert: Row[Any], kind: str, event_id: int, *, now: datetime,
+                        base_url: str = "") -> AlertEventMessage:
+    """What notify is told of one alert change (`alert` is a row with the alert's columns)."""
+    device = await _device_context(conn, alert.tenant_id, alert.device_id)
+    return AlertEventMessage(
+        tenant_id=alert.tenant_id, alert_id=str(alert.alert_id), event_id=event_id, event_kind=kind,
+        fingerprint=alert.fingerprint, alert_type=alert.alert_type, severity=alert.severity,
+        status=alert.status, title=alert.title, summary=alert.summary or "", device_id=alert.device_id,
+        site_id=alert.site_id, rule_id=str(alert.rule_id) if alert.rule_id else None, metric=alert.metric,
+        value=alert.last_value, opened_at=alert.opened_at, occurred_at=now, tags=device[0],
+        group_ids=device[1], links={"alert": f"{base_url}/app/alerts/{alert.alert_id}"} if base_url else {})
 
 
 async def _device_context(conn: AsyncConnection, tenant_id: str, device_id: str | None) -> tuple[list[str], list[str]]:

@@ -66,6 +66,48 @@ async def enqueue_for_event(conn: AsyncConnection, msg: AlertEventMessage, *, no
     return job_ids
 
 
+_INSERT_JOB = text(
+    "INSERT INTO notification_jobs (tenant_id, channel_id, contact_id, alert_id, event_id, event_kind, payload, "
+    "  idempotency_key, next_attempt_at, created_at, updated_at) "
+    "VALUES (:t, CAST(:c AS uuid), CAST(:m AS uuid), CAST(:a AS uuid), :e, :k, CAST(:p AS jsonb), :key, :due, "
+    "  :now, :now) "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id::text")
+
+
+async def enqueue_direct(conn: AsyncConnection, msg: AlertEventMessage, *, key: str, now: datetime,
+                         channel_id: str | None = None, contact_id: str | None = None,
+                         due_at: datetime | None = None) -> str | None:
+    """One job to a named channel or to a person's contact method (escalation), bypassing routing rules.
+
+    `key` makes it idempotent: the same step enqueued twice is one job. `due_at` delays it (a personal
+    notification rule such as "Slack after 5 minutes"). Returns the new job id, None when the key existed.
+    """
+    job_id = (await conn.execute(_INSERT_JOB, {
+        "t": msg.tenant_id, "c": channel_id, "m": contact_id, "a": msg.alert_id, "e": msg.event_id,
+        "k": msg.event_kind, "p": msgspec.json.encode(msg).decode(), "key": key, "due": due_at or now,
+        "now": now})).scalar()
+    if job_id:
+        await conn.execute(text("SELECT pg_notify(:c, '')"), {"c": JOBS_CHANNEL})
+    return str(job_id) if job_id else None
+
+
+async def settle_pages(conn: AsyncConnection, msg: AlertEventMessage, *, now: datetime) -> None:
+    """An alert was acknowledged or closed: its pages not yet sent are cancelled, and every PagerDuty contact
+    method it paged hears the acknowledge or resolve (so the person's PagerDuty incident follows Pulse)."""
+    await conn.execute(text(
+        "UPDATE notification_jobs SET status = 'CANCELLED', updated_at = :now, "
+        "  last_error = 'the alert was ' || lower(:k) || ' before this page was sent' "
+        "WHERE alert_id = CAST(:a AS uuid) AND contact_id IS NOT NULL AND event_kind = 'PAGED' "
+        "  AND status = 'PENDING'"), {"a": msg.alert_id, "k": msg.event_kind, "now": now})
+    paged = (await conn.execute(text(
+        "SELECT DISTINCT j.contact_id::text FROM notification_jobs j "
+        "JOIN user_contact_methods m ON m.contact_id = j.contact_id "
+        "WHERE j.alert_id = CAST(:a AS uuid) AND j.event_kind = 'PAGED' AND m.kind = 'PAGERDUTY' "
+        "  AND j.status IN ('IN_PROGRESS', 'DELIVERED')"), {"a": msg.alert_id})).scalars().all()
+    for contact_id in paged:
+        await enqueue_direct(conn, msg, key=f"{msg.event_id}:contact:{contact_id}", contact_id=contact_id, now=now)
+
+
 async def _take_repeat_slot(conn: AsyncConnection, msg: AlertEventMessage, route: Any, now: datetime) -> bool:
     """Updates of one alert reach a route at most once per repeat interval (0: never repeat)."""
     if route.repeat_interval_s <= 0:

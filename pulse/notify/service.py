@@ -47,7 +47,7 @@ class RetryPolicy:
 class ClaimedJob:
     job_id: str
     tenant_id: str
-    channel_id: str
+    channel_id: str | None
     channel_type: str
     config: dict[str, Any]
     secrets_encrypted: str | None
@@ -56,6 +56,14 @@ class ClaimedJob:
     attempt_no: int
     max_attempts: int
     lease_generation: int
+    contact_id: str | None = None
+    """Set for a page to a person's contact method: `channel_type` is then the contact's kind, `address` its
+    address, and its secrets are sealed with the contact id."""
+    address: str | None = None
+
+    @property
+    def secrets_context(self) -> str:
+        return self.contact_id or self.channel_id or ""
 
 
 def _check_name(name: str) -> None:
@@ -236,22 +244,29 @@ def open_secrets(key: bytes, channel_id: str, sealed: str | None) -> dict[str, s
 _DUE = ("((j.status = 'PENDING' AND j.next_attempt_at <= :now) "
         " OR (j.status = 'IN_PROGRESS' AND j.lease_expires_at < :now)) "
         "AND NOT EXISTS (SELECT 1 FROM notification_jobs e WHERE e.alert_id = j.alert_id "
-        "  AND e.channel_id = j.channel_id AND e.event_id < j.event_id AND e.status IN ('PENDING', 'IN_PROGRESS'))")
+        "  AND (e.channel_id = j.channel_id OR e.contact_id = j.contact_id) AND e.event_id < j.event_id "
+        "  AND e.status IN ('PENDING', 'IN_PROGRESS'))")
 _LEASE = (
     "UPDATE notification_jobs j SET status = 'IN_PROGRESS', lease_owner = :owner, "
     "  lease_expires_at = CAST(:now AS timestamptz) + make_interval(secs => :lease), "
     "  lease_generation = j.lease_generation + 1, "
     "  attempt_count = j.attempt_count + 1, updated_at = :now "
-    "FROM due, notification_channels c WHERE j.job_id = due.job_id AND c.channel_id = j.channel_id "
-    "RETURNING j.job_id::text, j.tenant_id, j.channel_id::text, c.channel_type, c.config, c.secrets_encrypted, "
-    "  c.is_enabled, j.payload, j.idempotency_key, j.attempt_count, j.max_attempts, j.lease_generation")
+    "FROM due WHERE j.job_id = due.job_id "
+    "RETURNING j.job_id::text, j.tenant_id, j.channel_id::text, j.contact_id::text, due.channel_type, due.config, "
+    "  due.secrets_encrypted, due.address, j.payload, j.idempotency_key, j.attempt_count, j.max_attempts, "
+    "  j.lease_generation")
+# What a due job is sent through: its channel, or the person's contact method a page goes to.
+_TARGET = ("coalesce(c.channel_type, m.kind) AS channel_type, coalesce(c.config, '{}'::jsonb) AS config, "
+           "coalesce(c.secrets_encrypted, m.secrets_encrypted) AS secrets_encrypted, m.address")
+_TARGET_JOINS = ("LEFT JOIN notification_channels c ON c.channel_id = j.channel_id "
+                 "LEFT JOIN user_contact_methods m ON m.contact_id = j.contact_id ")
 # A channel's limit: its own, else PagerDuty's default; NULL means unlimited.
 _LIMIT = ("COALESCE(c.rate_limit_per_min, CASE WHEN c.channel_type = 'PAGERDUTY' "
           f"THEN {PAGERDUTY_RATE_PER_MIN} END)")
 _CLAIM = text(
     "WITH due AS ("
-    "  SELECT j.job_id FROM notification_jobs j JOIN notification_channels c ON c.channel_id = j.channel_id "
-    f"  WHERE {_DUE} AND {_LIMIT} IS NULL "
+    f"  SELECT j.job_id, {_TARGET} FROM notification_jobs j {_TARGET_JOINS}"
+    f"  WHERE {_DUE} AND {_LIMIT} IS NULL AND (c.channel_id IS NOT NULL OR m.contact_id IS NOT NULL) "
     "  ORDER BY j.next_attempt_at LIMIT :limit FOR UPDATE OF j SKIP LOCKED) " + _LEASE)
 # Rate-limited channels with due jobs, locked so that deliverers claiming at the same time take turns on each
 # channel's budget. NO KEY UPDATE does not block the key-share locks of jobs being inserted for the channel.
@@ -276,7 +291,7 @@ _BUDGETS = text(
     "FROM notification_channels c WHERE c.channel_id = ANY(CAST(:ids AS uuid[]))")
 _CLAIM_CHANNEL = text(
     "WITH due AS ("
-    "  SELECT j.job_id FROM notification_jobs j "
+    f"  SELECT j.job_id, {_TARGET} FROM notification_jobs j {_TARGET_JOINS}"
     f"  WHERE j.channel_id = CAST(:channel AS uuid) AND {_DUE} "
     "  ORDER BY j.next_attempt_at LIMIT :limit FOR UPDATE OF j SKIP LOCKED) " + _LEASE)
 RATE_WINDOW = timedelta(seconds=60)
@@ -314,7 +329,8 @@ async def claim_jobs(conn: AsyncConnection, *, owner: str, now: datetime, limit:
                                channel_type=r.channel_type, config=dict(r.config),
                                secrets_encrypted=r.secrets_encrypted, message=message,
                                idempotency_key=r.idempotency_key, attempt_no=r.attempt_count,
-                               max_attempts=r.max_attempts, lease_generation=r.lease_generation))
+                               max_attempts=r.max_attempts, lease_generation=r.lease_generation,
+                               contact_id=r.contact_id, address=r.address))
     for job_id, error in unreadable.items():
         await conn.execute(text(
             "UPDATE notification_jobs SET status = 'DEAD', last_error = :e, lease_owner = NULL, "

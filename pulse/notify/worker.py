@@ -7,14 +7,17 @@ import logging
 import os
 import socket
 import time
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.clock import Clock, SystemClock
 from pulse.db import connect_raw, system_tx
+from pulse.errors import PulseError
 from pulse.notify import channels
+from pulse.notify.contacts import contact_channel
 from pulse.notify.routing import JOBS_CHANNEL
 from pulse.notify.schemas import SendResult
 from pulse.notify.service import ClaimedJob, RetryPolicy, claim_jobs, open_secrets, record_outcome
@@ -22,6 +25,16 @@ from pulse.runtime import TRANSIENT_DB_ERRORS, Backoff, worker_context
 from pulse.settings import Settings
 
 log = logging.getLogger("pulse.deliver")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One finished send, waiting to be recorded."""
+
+    job: ClaimedJob
+    result: SendResult
+    started_at: datetime
+    finished_at: datetime
 
 
 class Deliverer:
@@ -56,7 +69,7 @@ class Deliverer:
             jobs = await claim_jobs(conn, owner=self.owner, now=self.clock.now(), limit=self.batch,
                                     lease_s=self.lease_s)
         if jobs:
-            await asyncio.gather(*(self._deliver(job) for job in jobs))
+            await self._record(list(await asyncio.gather(*(self._deliver(job) for job in jobs))))
         return len(jobs)
 
     async def pump(self, stop: asyncio.Event, wake: asyncio.Event, poll_s: float,
@@ -65,8 +78,18 @@ class Deliverer:
 
         On stop, no new jobs are claimed and the sends in hand finish and are recorded.
         """
-        in_flight: set[asyncio.Task[None]] = set()
+        in_flight: set[asyncio.Task[Outcome]] = set()
+        done: list[Outcome] = []
+
+        def finished(task: asyncio.Task[Outcome]) -> None:
+            in_flight.discard(task)
+            if not task.cancelled() and task.exception() is None:
+                done.append(task.result())
+
         while not stop.is_set():
+            if done:  # every send finished since the last round: one transaction records them all
+                batch, done[:] = done[:], []
+                await self._record(batch)
             free = self.concurrency - len(in_flight)
             claimed = 0
             if free > 0:
@@ -85,7 +108,7 @@ class Deliverer:
                 for job in jobs:
                     task = asyncio.create_task(self._deliver(job))
                     in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
+                    task.add_done_callback(finished)
             if claimed and len(in_flight) < self.concurrency:
                 continue  # more may be due right away
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait()), *in_flight]
@@ -95,36 +118,48 @@ class Deliverer:
             wake.clear()
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
+        if done:
+            await self._record(done)
 
-    async def _deliver(self, job: ClaimedJob) -> None:
+    async def _deliver(self, job: ClaimedJob) -> Outcome:
         async with self._sem:
             started = self.clock.now()
             t0 = time.monotonic()
             result = await self._send(job)
-            finished = started + timedelta(seconds=time.monotonic() - t0)
+            return Outcome(job, result, started, started + timedelta(seconds=time.monotonic() - t0))
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
+        """Record finished sends in one transaction (one commit for many sends, not one each)."""
         try:
             async with system_tx(self.engine) as conn:
-                status = await record_outcome(conn, job, result, started_at=started, finished_at=finished,
-                                              retry=self.retry)
+                statuses = [await record_outcome(conn, o.job, o.result, started_at=o.started_at,
+                                                 finished_at=o.finished_at, retry=self.retry) for o in outcomes]
         except TRANSIENT_DB_ERRORS as exc:
-            # The job stays leased; once the lease expires it is claimed and sent again (at-least-once).
-            log.warning("delivery outcome not recorded", extra={"job_id": job.job_id, "error": str(exc)[:200]})
+            # The jobs stay leased; once the leases expire they are claimed and sent again (at-least-once).
+            log.warning("delivery outcomes not recorded", extra={"jobs": len(outcomes), "error": str(exc)[:200]})
             return
-        if status == "DELIVERED":
-            self.delivered += 1
-        elif status in ("DEAD", "LEASE_LOST"):
-            self.failed += 1
-            log.warning("notification not delivered", extra={"job_id": job.job_id, "status": status,
-                                                              "error": result.error})
+        for outcome, status in zip(outcomes, statuses, strict=True):
+            if status == "DELIVERED":
+                self.delivered += 1
+            elif status in ("DEAD", "LEASE_LOST"):
+                self.failed += 1
+                log.warning("notification not delivered", extra={"job_id": outcome.job.job_id, "status": status,
+                                                                  "error": outcome.result.error})
 
     async def _send(self, job: ClaimedJob) -> SendResult:
         try:
-            secrets = open_secrets(self.settings.secret_key_bytes, job.channel_id, job.secrets_encrypted)
+            secrets = open_secrets(self.settings.secret_key_bytes, job.secrets_context, job.secrets_encrypted)
+            if job.contact_id is not None:
+                target = contact_channel(job.channel_type, job.address or "", secrets, self.settings)
+                return await channels.send(target.channel_type, job.message, target.config, target.secrets,
+                                           delivery_id=job.idempotency_key, http=self.http, allow=target.allow)
             return await channels.send(job.channel_type, job.message, job.config, secrets,
                                        delivery_id=job.idempotency_key, http=self.http,
                                        allow=self.settings.allow_private_urls)
         except httpx.TransportError as exc:
             return SendResult(delivered=False, retryable=True, error=f"{type(exc).__name__}: {exc}")
+        except PulseError as exc:  # e.g. an address that now resolves to a refused class; may be fixed, so retry
+            return SendResult(delivered=False, retryable=True, error=exc.message)
         except Exception as exc:  # a channel bug or bad config: record it on the job, keep delivering others
             retryable = not isinstance(exc, ValueError | KeyError)
             return SendResult(delivered=False, retryable=retryable, error=f"{type(exc).__name__}: {exc}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from litestar import Litestar
@@ -154,3 +155,39 @@ async def test_a_customer_token_cannot_call_the_admin_api(client: AsyncTestClien
 
     assert response.status_code == 401
     assert "X-Admin-Key" in response.json()["error"]["message"]
+
+
+async def test_acknowledge_silence_unsilence_and_close_over_http(client: AsyncTestClient[Litestar],
+                                                                 engine: AsyncEngine) -> None:
+    tenant, other = await make_tenant(engine), await make_tenant(engine)
+    alert_id = await insert_alert(engine, tenant.tenant_id)
+    foreign = await insert_alert(engine, other.tenant_id)
+    email, _ = await make_user(engine, tenant.tenant_id)
+    headers = bearer((await login(client, email))["access_token"])
+
+    assert (await client.post(f"{ALERTS}/{foreign}/acknowledge", headers=headers)).status_code == 404
+    bad = await client.post(f"{ALERTS}/{alert_id}/silence", json={"until": "2020-01-01T00:00:00Z"}, headers=headers)
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "until"
+    naive = await client.post(f"{ALERTS}/{alert_id}/silence", json={"until": "2099-01-01T00:00:00"}, headers=headers)
+    assert naive.status_code == 400 and naive.json()["error"]["details"]["field"] == "until"
+    assert (await client.post(f"{ALERTS}/{alert_id}/unsilence", headers=headers)).status_code == 409
+
+    silenced = await client.post(f"{ALERTS}/{alert_id}/silence", headers=headers,
+                                 json={"until": "2099-01-01T00:00:00Z", "reason": "maintenance"})
+    assert silenced.status_code == 400  # at most 30 days ahead
+    until = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    silenced = await client.post(f"{ALERTS}/{alert_id}/silence", json={"until": until}, headers=headers)
+    assert silenced.status_code == 200, silenced.text
+    assert silenced.json()["events"][-1]["kind"] == "SILENCED"
+    resumed = await client.post(f"{ALERTS}/{alert_id}/unsilence", headers=headers)
+    assert resumed.status_code == 200 and resumed.json()["events"][-1]["kind"] == "UNSILENCED"
+
+    acked = await client.post(f"{ALERTS}/{alert_id}/acknowledge", headers=headers)
+    assert acked.status_code == 200
+    body = acked.json()
+    assert body["status"] == "ACKNOWLEDGED" and body["events"][-1]["actor"] in (email, email.lower())
+    again = await client.post(f"{ALERTS}/{alert_id}/acknowledge", headers=headers)
+    assert again.status_code == 409 and again.json()["error"]["details"]["status"] == "ACKNOWLEDGED"
+    closed = await client.post(f"{ALERTS}/{alert_id}/close", json={"reason": "valve replaced"}, headers=headers)
+    assert closed.status_code == 200 and closed.json()["status"] == "CLOSED"
+    assert closed.json()["events"][-1]["reason"] == "valve replaced"

@@ -6,7 +6,7 @@ from litestar.types import ControllerRouterHandler
 
 
 def route_handlers() -> list[ControllerRouterHandler]:
-    from pulse.web.routes import admin, alerts, devices, health, identity, ingest, operator
+    from pulse.web.routes import admin, alerts, devices, health, identity, ingest, oncall, operator, people, rules
 
     return [*health.ROUTES, *identity.ROUTES, alerts.router, admin.router, devices.router, ingest.router,
-            operator.router]
+            operator.router, rules.router, people.router, oncall.router]

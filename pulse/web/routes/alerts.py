@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
-from litestar import Router, get
-from litestar.params import PathParameter, QueryParameter
+import msgspec
+from litestar import Router, get, post
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from pulse.alerting.queries import ALERT_STATUSES, AlertPage, AlertWithEvents, get_alert_with_events, list_alerts
+from pulse.alerting.service import acknowledge_alert, close_alert, silence_alert, unsilence_alert
 from pulse.errors import NotFound, ValidationError
-from pulse.web.auth import require_roles
-from pulse.web.deps import PrincipalDep, TenantConnDep, require_tenant
+from pulse.web.auth import Principal, require_roles
+from pulse.web.deps import NowDep, PrincipalDep, SettingsDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
 
 CUSTOMER_ROLES = ("customer", "tenant-admin")
@@ -68,5 +71,77 @@ async def get_tenant_alert(principal: PrincipalDep, tenant_conn: TenantConnDep,
     return alert
 
 
-router = Router(path="/api/v2/alerts", route_handlers=[list_tenant_alerts, get_tenant_alert],
+AlertIdPath = Annotated[str, PathParameter(description="the alert's UUID")]
+
+
+class CloseRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    reason: str | None = msgspec.field(default=None)
+
+
+class SilenceRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    until: datetime
+    reason: str | None = None
+
+
+def _actor(principal: Principal) -> str:
+    return principal.email or principal.subject
+
+
+async def _answer(tenant_conn: TenantConnDep, tenant_id: str, alert_id: str) -> AlertWithEvents:
+    alert = await get_alert_with_events(tenant_conn, tenant_id, parse_uuid(alert_id, "alert_id"))
+    if alert is None:
+        raise NotFound(f"alert {alert_id} not found", details={"field": "alert_id"})
+    return alert
+
+
+@post("/{alert_id:str}/acknowledge", status_code=200, summary="Acknowledge an alert (stops its escalation)",
+      responses=error_specs(400, 401, 403, 404, 409))
+async def acknowledge(alert_id: AlertIdPath, principal: PrincipalDep, tenant_conn: TenantConnDep, now: NowDep,
+                      settings: SettingsDep) -> AlertWithEvents:
+    """The caller takes the alert: escalation stops, pages not yet sent are cancelled. Only an OPEN alert."""
+    tenant_id = require_tenant(principal)
+    await acknowledge_alert(tenant_conn, tenant_id, str(parse_uuid(alert_id, "alert_id")), actor=_actor(principal),
+                            now=now, base_url=settings.base_url)
+    return await _answer(tenant_conn, tenant_id, alert_id)
+
+
+@post("/{alert_id:str}/close", status_code=200, summary="Close an alert",
+      responses=error_specs(400, 401, 403, 404, 409))
+async def close(alert_id: AlertIdPath, principal: PrincipalDep, tenant_conn: TenantConnDep, now: NowDep,
+                settings: SettingsDep, data: JSONBody[CloseRequest | None] = None) -> AlertWithEvents:
+    """Close an OPEN or ACKNOWLEDGED alert; a later breach opens a new one."""
+    tenant_id = require_tenant(principal)
+    reason = data.reason if data else None
+    if reason is not None and len(reason) > 500:
+        raise ValidationError("must be at most 500 characters", field="reason")
+    await close_alert(tenant_conn, tenant_id, str(parse_uuid(alert_id, "alert_id")), actor=_actor(principal),
+                      reason=reason, now=now, base_url=settings.base_url)
+    return await _answer(tenant_conn, tenant_id, alert_id)
+
+
+@post("/{alert_id:str}/silence", status_code=200, summary="Silence an alert until a time (pauses escalation)",
+      responses=error_specs(400, 401, 403, 404, 409))
+async def silence(alert_id: AlertIdPath, data: JSONBody[SilenceRequest], principal: PrincipalDep,
+                  tenant_conn: TenantConnDep, now: NowDep, settings: SettingsDep) -> AlertWithEvents:
+    """Escalation pauses until `until` (at most 30 days ahead) and then goes on with the time that was left."""
+    tenant_id = require_tenant(principal)
+    if data.reason is not None and len(data.reason) > 500:
+        raise ValidationError("must be at most 500 characters", field="reason")
+    await silence_alert(tenant_conn, tenant_id, str(parse_uuid(alert_id, "alert_id")), until=data.until,
+                        actor=_actor(principal), now=now, reason=data.reason, base_url=settings.base_url)
+    return await _answer(tenant_conn, tenant_id, alert_id)
+
+
+@post("/{alert_id:str}/unsilence", status_code=200, summary="End an alert's silence (resumes escalation)",
+      responses=error_specs(400, 401, 403, 404, 409))
+async def unsilence(alert_id: AlertIdPath, principal: PrincipalDep, tenant_conn: TenantConnDep, now: NowDep,
+                    settings: SettingsDep) -> AlertWithEvents:
+    tenant_id = require_tenant(principal)
+    await unsilence_alert(tenant_conn, tenant_id, str(parse_uuid(alert_id, "alert_id")), actor=_actor(principal),
+                          now=now, base_url=settings.base_url)
+    return await _answer(tenant_conn, tenant_id, alert_id)
+
+
+router = Router(path="/api/v2/alerts", route_handlers=[list_tenant_alerts, get_tenant_alert, acknowledge, close,
+                                                       silence, unsilence],
                 guards=[require_roles(*CUSTOMER_ROLES)], security=BEARER, tags=["alerts"])

@@ -1,0 +1,116 @@
+"""Two real `pulse escalate` processes on one database, one killed with SIGKILL while steps are being fired:
+every level of every alert pages exactly once, none is skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pulse.alerting.service import AlertSignal, raise_alert
+from pulse.db import system_tx
+from pulse.settings import Settings
+from tests.conftest import make_device, make_tenant
+from tests.oncall.test_escalation import SECRET, _contact, _policy, _user
+
+ALERTS = 150
+LEVELS = 3
+
+
+def _start(database_url: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env.update({"PULSE_DATABASE_URL": database_url, "PULSE_ENV": "test", "PULSE_HEALTH_PORT": "0",
+                "PULSE_LOG_LEVEL": "warning"})
+    return subprocess.Popen([sys.executable, "-m", "pulse", "escalate"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _local_ports(pid: int) -> list[int]:
+    """The local TCP ports of a process's sockets (its database connections), from /proc."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[9] in inodes:
+                    ports.append(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def _writing(database_url: str, pid: int) -> bool:
+    """Whether the process holds an open transaction that has written (uncommitted escalation work)."""
+    conn = await asyncpg.connect(database_url)  # as the database owner: pg_stat_activity shows every session
+    try:
+        return bool(await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY($1::int[]) AND backend_xid IS NOT NULL",
+            _local_ports(pid)))
+    finally:
+        await conn.close()
+
+
+async def _count(engine: AsyncEngine, tenant_id: str, sql: str) -> int:
+    async with system_tx(engine) as conn:
+        return int((await conn.execute(text(sql), {"t": tenant_id})).scalar_one())
+
+
+async def test_a_killed_escalator_neither_skips_nor_repeats_a_level(engine: AsyncEngine, settings: Settings,
+                                                                     database_url: str) -> None:
+    tenant = await make_tenant(engine)
+    user = await _user(engine, tenant, "oncall")
+    await _contact(engine, settings, tenant, user, "WEBHOOK", "http://127.0.0.1:9/unused", {"secret": SECRET})
+    await _policy(engine, tenant, [(0, [{"type": "user", "id": user}])] * LEVELS)  # all due at once
+    devices = [await make_device(engine, tenant) for _ in range(ALERTS)]
+    twins = [_start(database_url), _start(database_url)]
+    try:
+        await asyncio.sleep(2.0)  # both listening
+        assert all(p.poll() is None for p in twins)
+        async with system_tx(engine) as conn:
+            now = datetime.now(UTC)
+            for device in devices:
+                await raise_alert(conn, AlertSignal(
+                    tenant_id=tenant.tenant_id, fingerprint=f"RULE:kill:{device}", alert_type="THRESHOLD",
+                    severity=4, title="pump stalled", summary="flow 0", device_id=device), now=now)
+        total = ALERTS * LEVELS
+        escalated = "SELECT count(*) FROM alert_events WHERE tenant_id = :t AND kind = 'ESCALATED'"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        writing = False
+        while loop.time() < deadline and not writing:
+            writing = await _writing(database_url, twins[0].pid)
+        twins[0].send_signal(signal.SIGKILL)  # in the middle of a step: its open transaction is lost
+        assert writing, "the escalator to kill never started a step"
+        assert await _count(engine, tenant.tenant_id, escalated) < total, "all work was done before the kill"
+        twins[0].wait(timeout=10)
+        deadline = loop.time() + 60
+        while loop.time() < deadline and await _count(engine, tenant.tenant_id, escalated) < total:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # anything extra would show up now
+        assert twins[1].poll() is None, "the surviving escalator exited"
+    finally:
+        for p in twins:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=20)
+    async with system_tx(engine) as conn:
+        per_alert = (await conn.execute(text(
+            "SELECT a.alert_id, array(SELECT (e.details->>'level')::int FROM alert_events e "
+            "  WHERE e.alert_id = a.alert_id AND e.kind = 'PAGED' ORDER BY e.event_id) AS pages, "
+            "  (SELECT count(*) FROM notification_jobs j WHERE j.alert_id = a.alert_id) AS jobs "
+            "FROM alerts a WHERE a.tenant_id = :t"), {"t": tenant.tenant_id})).all()
+    assert len(per_alert) == ALERTS
+    wrong = [(r.alert_id, r.pages, r.jobs) for r in per_alert if list(r.pages) != [1, 2, 3] or r.jobs != LEVELS]
+    assert wrong == []
