@@ -75,7 +75,7 @@ async def raise_alert(conn: AsyncConnection, signal: AlertSignal, *, now: dateti
         f"VALUES (:t, :fp, :type, :rule, :dev, :site, :sev, :title, :summary, :metric, CAST(:v AS jsonb), "
         f"  CAST(:v AS jsonb), :now, :now, :trig, :policy, :now) "
         f"ON CONFLICT (tenant_id, fingerprint) WHERE status IN ('OPEN', 'ACKNOWLEDGED') DO UPDATE SET "
-        f"  occurrence_count = alerts.occurrence_count + 1, last_value = EXCLUDED.last_value, "
+        f"  occurrence_count = alerts.occurrence_count + 1, last_value = EXCLUDED.last_value, clear_since = NULL, "
         f"  last_seen_at = EXCLUDED.last_seen_at, updated_at = EXCLUDED.updated_at "
         f"RETURNING (xmax = 0) AS inserted, {_ALERT_COLUMNS}, "
         f"  (SELECT max(created_at) FROM alert_events e WHERE e.alert_id = alerts.alert_id "
@@ -157,17 +157,70 @@ async def unsilence_alert(conn: AsyncConnection, tenant_id: str, alert_id: str, 
     await record_event(conn, row, "UNSILENCED", actor=actor, reason=None, details={}, now=now, base_url=base_url)
 
 
+@dataclass(frozen=True)
+class FlapPolicy:
+    """An alert whose fingerprint closed `closes` times within `window_minutes` is flapping: it stays open until its
+    condition has been clear for `hold_minutes`. Per tenant in `tenants.settings` under the same names (prefixed
+    `flap_`)."""
+
+    closes: int = 3
+    window_minutes: int = 30
+    hold_minutes: int = 10
+
+
+async def _flap_policy(conn: AsyncConnection, tenant_id: str) -> FlapPolicy:
+    raw = (await conn.execute(text("SELECT settings FROM tenants WHERE tenant_id = :t"),
+                              {"t": tenant_id})).scalar() or {}
+    values = {}
+    for name in ("closes", "window_minutes", "hold_minutes"):
+        value = raw.get(f"flap_{name}")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            values[name] = value
+    return FlapPolicy(**values)
+
+
 async def clear_alert(conn: AsyncConnection, tenant_id: str, fingerprint: str, *, reason: str, now: datetime,
                       actor: str = "evaluator", base_url: str = "") -> str | None:
-    """Auto-close the open alert of a fingerprint because its condition is over; returns its id if one was open."""
+    """Auto-close the open alert of a fingerprint because its condition is over; returns its id if it closed.
+
+    A flapping alert (its fingerprint closed FlapPolicy.closes times within the window) is not closed: it is
+    marked flapping (a FLAPPING event) and closes only once its condition has stayed clear for the hold time;
+    a breach in between starts the hold again.
+    """
+    current = (await conn.execute(text(
+        "SELECT alert_id, is_flapping, clear_since FROM alerts "
+        "WHERE tenant_id = :t AND fingerprint = :fp AND status IN ('OPEN', 'ACKNOWLEDGED') FOR UPDATE"),
+        {"t": tenant_id, "fp": fingerprint})).first()
+    if current is None:
+        return None
+    flap = await _flap_policy(conn, tenant_id)
+    if not current.is_flapping:
+        closes = (await conn.execute(text(
+            "SELECT count(*) FROM alerts WHERE tenant_id = :t AND fingerprint = :fp AND status = 'CLOSED' "
+            "AND closed_at > :since"),
+            {"t": tenant_id, "fp": fingerprint, "since": now - timedelta(minutes=flap.window_minutes)})).scalar_one()
+        if closes >= flap.closes:
+            row = (await conn.execute(text(
+                f"UPDATE alerts SET is_flapping = true, clear_since = :now, updated_at = :now "
+                f"WHERE alert_id = :a RETURNING {_ALERT_COLUMNS}"), {"a": current.alert_id, "now": now})).one()
+            await record_event(conn, row, "FLAPPING", actor=actor,
+                               reason=f"closed {closes} times in {flap.window_minutes} min; stays open until the "
+                                      f"condition has been clear for {flap.hold_minutes} min",
+                               details={"closes": closes, "window_minutes": flap.window_minutes,
+                                        "hold_minutes": flap.hold_minutes}, now=now, base_url=base_url)
+            return None
+    elif current.clear_since is None or now - current.clear_since < timedelta(minutes=flap.hold_minutes):
+        if current.clear_since is None:
+            await conn.execute(text("UPDATE alerts SET clear_since = :now WHERE alert_id = :a"),
+                               {"a": current.alert_id, "now": now})
+        return None
+    else:
+        reason = f"{reason}; clear for {flap.hold_minutes} min after flapping"
     row = (await conn.execute(text(
         f"UPDATE alerts SET status = 'CLOSED', closed_at = :now, closed_by = :actor, close_reason = :reason, "
         f"  next_escalation_at = NULL, updated_at = :now "
-        f"WHERE tenant_id = :t AND fingerprint = :fp AND status IN ('OPEN', 'ACKNOWLEDGED') "
-        f"RETURNING {_ALERT_COLUMNS}"),
-        {"t": tenant_id, "fp": fingerprint, "now": now, "actor": actor, "reason": reason})).first()
-    if row is None:
-        return None
+        f"WHERE alert_id = :a RETURNING {_ALERT_COLUMNS}"),
+        {"a": current.alert_id, "now": now, "actor": actor, "reason": reason})).one()
     await record_event(conn, row, "CLOSED", actor=actor, reason=reason, details={}, now=now, base_url=base_url)
     return str(row.alert_id)
 
@@ -218,7 +271,8 @@ async def record_event(conn: AsyncConnection, alert: Row[Any], kind: str, *, act
         "VALUES (:t, :a, :k, :actor, :reason, CAST(:d AS jsonb), :now) RETURNING event_id"),
         {"t": alert.tenant_id, "a": alert.alert_id, "k": kind, "actor": actor, "reason": reason,
          "d": _json(details), "now": now})).scalar_one()
-    if kind in ("OPENED", "UPDATED", "ACKNOWLEDGED", "ESCALATED", "CLOSED", "FLAPPING"):
+    silenced = getattr(alert, "silenced_until", None) is not None and alert.silenced_until > now
+    if kind in ("OPENED", "ACKNOWLEDGED", "ESCALATED", "CLOSED") or (kind in ("UPDATED", "FLAPPING") and not silenced):
         msg = await alert_message(conn, alert, kind, int(event_id), now=now, base_url=base_url)
         await enqueue_for_event(conn, msg, now=now)
         if kind in ("ACKNOWLEDGED", "CLOSED"):
