@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pulse.alerting.maintenance import MaintenanceCache, devices_in_maintenance, silent_since_maintenance
 from pulse.alerting.rules import (
     RULE_TYPES,
     SEVERITY_NAMES,
@@ -29,7 +30,7 @@ from pulse.alerting.rules import (
     rate_verdict,
     threshold_verdict,
 )
-from pulse.alerting.service import AlertSignal, clear_alert, raise_alert
+from pulse.alerting.service import AlertSignal, clear_alert, notify_device_states, raise_alert
 from pulse.alerting.windows import GapState, anomaly_samples, gap_changes, rate_samples
 from pulse.db import system_tx
 from pulse.errors import ValidationError
@@ -51,6 +52,7 @@ class DeviceSnapshot:
     groups: frozenset[str]
     metrics: dict[str, Any]
     last_telemetry_at: datetime | None
+    in_maintenance: bool = False  # in a maintenance window now: nothing is raised for it
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Evaluator:
     # (rule_id, device_id) -> when the condition started holding, for rules with for_seconds and no open alert.
     pending_since: dict[tuple[str, str], datetime] = field(default_factory=dict)
     gaps_checked_at: datetime | None = None
+    maintenance: MaintenanceCache = field(default_factory=MaintenanceCache)
     alerts_opened: int = 0
     alerts_closed: int = 0
 
@@ -101,6 +104,9 @@ class Evaluator:
                               now: datetime) -> None:
         rules = self.rules_by_tenant.get(tenant_id, [])
         snapshots = await _load_snapshots(conn, tenant_id, device_ids)
+        held = await self.maintenance.devices_in_maintenance(conn, tenant_id, [s.device_id for s in snapshots], now)
+        for snap in snapshots:
+            snap.in_maintenance = snap.device_id in held
         await _mark_online(conn, tenant_id, [s.device_id for s in snapshots], now)
         open_rows = (await conn.execute(text(
             "SELECT a.fingerprint, a.alert_type = 'NO_HEARTBEAT' AND ds.last_seen_at > a.opened_at AS spoke_since "
@@ -126,8 +132,9 @@ class Evaluator:
             # Gaps open in check_gaps; here a device whose metric is back has its gap alert closed at once.
             gapped = [s.device_id for s in targets if rule.fingerprint(s.device_id) in open_fps]
             if gapped:
+                held = {s.device_id for s in targets if s.in_maintenance}
                 for change in await gap_changes(conn, rule, d.metric, now - _gap_span(rule, d), device_ids=gapped):
-                    await self._settle_gap(conn, rule, d, change, now)
+                    await self._settle_gap(conn, rule, d, change, now, in_maintenance=change.device_id in held)
             return
         ids = [s.device_id for s in targets]
         verdicts: dict[str, Verdict]
@@ -150,6 +157,9 @@ class Evaluator:
         """Open/update the alert on BREACH (after for_seconds), close it on CLEAR, leave it on HOLD."""
         key = (rule.rule_id, snap.device_id)
         if verdict.state == "BREACH":
+            if snap.in_maintenance:  # no alert opens and an open one is left as it is
+                self.pending_since.pop(key, None)
+                return
             if not is_open and rule.for_seconds > 0:
                 since = self.pending_since.setdefault(key, now)
                 if now - since < timedelta(seconds=rule.for_seconds):
@@ -191,17 +201,23 @@ class Evaluator:
                 span = _gap_span(rule, d)
                 may_open = grace_from is None or now - grace_from >= span
                 async with system_tx(self.engine) as conn:
-                    for change in await gap_changes(conn, rule, d.metric, now - span):
+                    changes = await gap_changes(conn, rule, d.metric, now - span)
+                    held = await self.maintenance.devices_in_maintenance(
+                        conn, rule.tenant_id, [c.device_id for c in changes if not c.has_recent], now)
+                    for change in changes:
                         if change.has_recent or may_open:
-                            await self._settle_gap(conn, rule, d, change, now)
+                            await self._settle_gap(conn, rule, d, change, now,
+                                                   in_maintenance=change.device_id in held)
 
     async def _settle_gap(self, conn: AsyncConnection, rule: Rule, d: GapDefinition, change: GapState,
-                          now: datetime) -> None:
+                          now: datetime, *, in_maintenance: bool = False) -> None:
         fingerprint = rule.fingerprint(change.device_id)
         if change.has_recent:
             if await clear_alert(conn, rule.tenant_id, fingerprint, reason=f"{d.metric} is reported again",
                                  now=now, base_url=self.base_url):
                 self.alerts_closed += 1
+            return
+        if in_maintenance:
             return
         last = change.last_reading_at  # the newest reading of any message; a heartbeat's is not telemetry
         span = _gap_span(rule, d)
@@ -259,21 +275,25 @@ async def _mark_online(conn: AsyncConnection, tenant_id: str, device_ids: list[s
     """Any accepted message is a sign of life: devices that were not ONLINE become ONLINE (recorded)."""
     if not device_ids:
         return
-    await conn.execute(text(
+    changed = (await conn.execute(text(
         "WITH changed AS ("
         "  UPDATE device_state ds SET status = 'ONLINE', last_state_change_at = :now "
         "  FROM (SELECT device_id, status AS old FROM device_state WHERE tenant_id = :t AND device_id = ANY(:d) "
         "        AND status <> 'ONLINE' FOR UPDATE) prev "
         "  WHERE ds.tenant_id = :t AND ds.device_id = prev.device_id "
         "    AND ds.last_seen_at > coalesce(ds.last_state_change_at, '-infinity') "
-        "  RETURNING ds.device_id, prev.old) "
-        "INSERT INTO device_state_history (tenant_id, device_id, status, previous_status, changed_at) "
-        "SELECT :t, device_id, 'ONLINE', old, :now FROM changed"), {"t": tenant_id, "d": device_ids, "now": now})
+        "  RETURNING ds.device_id, prev.old), "
+        "hist AS (INSERT INTO device_state_history (tenant_id, device_id, status, previous_status, changed_at) "
+        "  SELECT :t, device_id, 'ONLINE', old, :now FROM changed) "
+        "SELECT device_id FROM changed"), {"t": tenant_id, "d": device_ids, "now": now})).scalars().all()
+    await notify_device_states(conn, [(tenant_id, d, "ONLINE") for d in changed], changed_at=now)
 
 
 async def liveness_pass(conn: AsyncConnection, now: datetime, *, base_url: str = "",
                         grace_from: datetime | None = None) -> list[tuple[str, str, str]]:
     """Move silent devices ONLINE → STALE → OFFLINE, record each transition, raise/clear NO_HEARTBEAT alerts.
+
+    A device in a maintenance window gets no NO_HEARTBEAT alert; one still silent when its window ends gets it then.
 
     Silence is counted from the later of the device's last message and `grace_from` (when ingest came back
     after an outage: devices get their full interval to be heard again). Returns the transitions as
@@ -298,9 +318,13 @@ async def liveness_pass(conn: AsyncConnection, now: datetime, *, base_url: str =
         "hist AS (INSERT INTO device_state_history (tenant_id, device_id, status, previous_status, changed_at) "
         "  SELECT tenant_id, device_id, status, old, :now FROM changed) "
         "SELECT * FROM changed"), {"now": now, "grace": grace_from or datetime.min.replace(tzinfo=UTC)})).all()
-    for r in rows:
-        if r.no_heartbeat_alert_on == "NEVER" or (r.no_heartbeat_alert_on == "OFFLINE" and r.status != "OFFLINE"):
-            continue
+    await notify_device_states(conn, [(r.tenant_id, r.device_id, r.status) for r in rows], changed_at=now)
+    due: list[Any] = [r for r in rows if not (r.no_heartbeat_alert_on == "NEVER"
+                                              or (r.no_heartbeat_alert_on == "OFFLINE" and r.status != "OFFLINE"))]
+    held = {t: await devices_in_maintenance(conn, t, [r.device_id for r in due if r.tenant_id == t], now)
+            for t in {r.tenant_id for r in due}}  # no alert for a device in a maintenance window
+    due = [r for r in due if r.device_id not in held[r.tenant_id]]
+    for r in [*due, *await silent_since_maintenance(conn, now)]:  # + silences that outlasted their window
         silent_s = int((now - r.last_seen_at).total_seconds())
         await raise_alert(conn, AlertSignal(
             tenant_id=r.tenant_id, fingerprint=f"NO_HEARTBEAT:{r.device_id}", alert_type="NO_HEARTBEAT",

@@ -24,6 +24,10 @@ from pulse.notify.schemas import AlertEventMessage
 UPDATE_EVENT_INTERVAL = timedelta(seconds=60)
 ESCALATIONS_CHANNEL = "pulse_escalations"
 """NOTIFY channel that wakes `pulse escalate` when an alert's next escalation step is (re)scheduled."""
+LIVE_CHANNEL = "pulse_live"
+"""NOTIFY channel the web processes LISTEN on to push alert events and device status changes to live clients
+(docs/api-live.md); a notification is delivered only when its transaction commits."""
+LIVE_PAYLOAD_LIMIT = 7900  # bytes per pg_notify payload (PostgreSQL refuses 8000 and more)
 
 _ALERT_COLUMNS = (
     "alert_id, tenant_id, fingerprint, alert_type, rule_id, device_id, site_id, severity, status, title, summary, "
@@ -255,6 +259,25 @@ async def close_alert(conn: AsyncConnection, tenant_id: str, alert_id: str, *, a
                        base_url=base_url)
 
 
+COMMENT_MAX = 2000
+
+
+async def comment_alert(conn: AsyncConnection, tenant_id: str, alert_id: str, *, actor: str, comment: str,
+                        now: datetime) -> int:
+    """Add a person's note to an alert's history (any status): a COMMENTED event whose `reason` is the text.
+
+    Notifies no one. Returns the event id.
+    """
+    if not comment.strip() or len(comment) > COMMENT_MAX:
+        raise ValidationError(f"must be 1-{COMMENT_MAX} characters, not only spaces", field="text")
+    row = (await conn.execute(text(
+        f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE tenant_id = :t AND alert_id = CAST(:a AS uuid)"),
+        {"t": tenant_id, "a": alert_id})).first()
+    if row is None:
+        raise NotFound(f"alert {alert_id} not found", details={"field": "alert_id"})
+    return await record_event(conn, row, "COMMENTED", actor=actor, reason=comment, details={}, now=now)
+
+
 async def _explain_missing(conn: AsyncConnection, tenant_id: str, alert_id: str, action: str) -> None:
     status = (await conn.execute(text("SELECT status FROM alerts WHERE tenant_id = :t AND alert_id = CAST(:a AS uuid)"),
                                  {"t": tenant_id, "a": alert_id})).scalar_one_or_none()
@@ -271,6 +294,10 @@ async def record_event(conn: AsyncConnection, alert: Row[Any], kind: str, *, act
         "VALUES (:t, :a, :k, :actor, :reason, CAST(:d AS jsonb), :now) RETURNING event_id"),
         {"t": alert.tenant_id, "a": alert.alert_id, "k": kind, "actor": actor, "reason": reason,
          "d": _json(details), "now": now})).scalar_one()
+    await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": LIVE_CHANNEL, "p": _json({
+        "kind": "alert", "tenant_id": alert.tenant_id, "alert_id": str(alert.alert_id), "event_kind": kind,
+        "severity": alert.severity, "status": alert.status, "title": alert.title[:1000],
+        "device_id": alert.device_id})})
     silenced = getattr(alert, "silenced_until", None) is not None and alert.silenced_until > now
     if kind in ("OPENED", "ACKNOWLEDGED", "ESCALATED", "CLOSED") or (kind in ("UPDATED", "FLAPPING") and not silenced):
         msg = await alert_message(conn, alert, kind, int(event_id), now=now, base_url=base_url)
@@ -278,6 +305,29 @@ async def record_event(conn: AsyncConnection, alert: Row[Any], kind: str, *, act
         if kind in ("ACKNOWLEDGED", "CLOSED"):
             await settle_pages(conn, msg, now=now)
     return int(event_id)
+
+
+async def notify_device_states(conn: AsyncConnection, transitions: list[tuple[str, str, str]], *,
+                               changed_at: datetime) -> None:
+    """Tell live clients of device status transitions, (tenant_id, device_id, new status) each, on commit.
+
+    Payload: {"kind": "device_state", "changed_at": ..., "devices": [[tenant_id, device_id, status], ...]},
+    split so that each stays under PostgreSQL's payload limit.
+    """
+    head = '{"kind":"device_state","changed_at":' + _json(changed_at) + ',"devices":['
+    batches: list[list[str]] = [[]]
+    size = len(head) + 2
+    for transition in transitions:
+        encoded = _json(list(transition))
+        if batches[-1] and size + len(encoded.encode()) + 1 > LIVE_PAYLOAD_LIMIT:
+            batches.append([])
+            size = len(head) + 2
+        batches[-1].append(encoded)
+        size += len(encoded.encode()) + 1
+    for batch in batches:
+        if batch:
+            await conn.execute(text("SELECT pg_notify(:c, :p)"),
+                               {"c": LIVE_CHANNEL, "p": head + ",".join(batch) + "]}"})
 
 
 async def alert_message(conn: AsyncConnection, alert: Row[Any], kind: str, event_id: int, *, now: datetime,

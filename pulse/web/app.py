@@ -19,10 +19,12 @@ from pulse.db import create_engine, system_tx
 from pulse.fleet.keys import public_jwks
 from pulse.ingest.service import IngestPipeline
 from pulse.settings import Settings
+from pulse.web.audit import AUDIT_DEPENDENCIES, audit_middleware, record_response_status
 from pulse.web.auth import JwksCache, TokenValidator, http_jwks_fetcher
 from pulse.web.context import WebContext
 from pulse.web.deps import DEPENDENCIES
 from pulse.web.errors import EXCEPTION_HANDLERS
+from pulse.web.live import LiveHub
 from pulse.web.middleware import add_response_headers, request_context_middleware
 from pulse.web.ratelimit import SlidingWindowLimiter
 from pulse.web.routes import notify as notify_routes
@@ -78,12 +80,19 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, clock: 
         pipeline = IngestPipeline(eng, settings, ctx.clock)
         await pipeline.start()
         app.state.ingest = pipeline
+        hub = LiveHub(eng, settings.require_database_url(), ctx.clock)
+        await hub.start()
+        app.state.live = hub
         ctx.tokens = TokenValidator(issuer=settings.issuer, audience=settings.jwt_audience,
                                     jwks=JwksCache(fetch, ctx.clock), clock=ctx.clock)
         log.info("web app started", extra={"issuer": settings.issuer,
                                            "identity": "external" if settings.jwt_jwks_url else "built-in"})
 
     async def stop(app: Litestar) -> None:
+        hub = app.state.get("live")
+        if hub is not None:
+            await hub.close()
+            app.state.live = None
         pipeline = app.state.get("ingest")
         if pipeline is not None:
             await pipeline.close()  # commits what was accepted before the last 202s went out
@@ -98,14 +107,15 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, clock: 
 
     return Litestar(
         route_handlers=[*route_handlers(), notify_routes.router],
-        dependencies=DEPENDENCIES,
+        dependencies={**DEPENDENCIES, **AUDIT_DEPENDENCIES},  # tenant_conn also writes the audit row
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[request_context_middleware],
+        middleware=[request_context_middleware, audit_middleware],
+        after_request=record_response_status,
         before_send=[add_response_headers],
         on_startup=[start],
         on_shutdown=[stop],
         openapi_config=_openapi_config(),
-        state=State({"pulse": ctx, "engine": None, "ingest": None}),
+        state=State({"pulse": ctx, "engine": None, "ingest": None, "live": None}),
         logging_config=None,
         debug=False,
     )
