@@ -188,6 +188,15 @@ class Settings:
                                      "longest the evaluator sleeps without a wake-up")
     deliver_poll_ms: int = _setting("PULSE_DELIVER_POLL_MS", 1000, _parse_int(10, 60000),
                                     "longest the deliverer sleeps without a wake-up")
+    deliver_retry_base_s: float = _setting("PULSE_DELIVER_RETRY_BASE_S", 30.0, _parse_float(0.01),
+                                           "first retry delay of a failed notification; doubles each attempt")
+    deliver_retry_cap_s: float = _setting("PULSE_DELIVER_RETRY_CAP_S", 7200.0, _parse_float(0.01),
+                                          "longest delay between two attempts of a notification")
+    deliver_lease_s: int = _setting("PULSE_DELIVER_LEASE_S", 60, _parse_int(5, 3600),
+                                    "how long a claimed notification is leased; a crashed deliverer's jobs are "
+                                    "sent again after it")
+    deliver_max_attempts: int = _setting("PULSE_DELIVER_MAX_ATTEMPTS", 5, _parse_int(1, 100),
+                                         "attempts before a notification is dead-lettered")
     allow_private_urls: tuple[str, ...] = _setting(
         "PULSE_ALLOW_PRIVATE_URLS", (), _parse_list,
         "comma list of address classes channel URLs may reach: loopback, private, link-local")

@@ -34,6 +34,8 @@ class RetryPolicy:
     base_s: float = 30.0
     cap_s: float = 7200.0
     jitter: float = 0.2
+    max_attempts: int | None = None
+    """Attempts before a job is dead-lettered; None: the job's own `max_attempts` (5 unless set otherwise)."""
 
     def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random | None = None) -> float:
         if retry_after_s is not None:
@@ -344,7 +346,7 @@ async def record_outcome(conn: AsyncConnection, job: ClaimedJob, result: SendRes
     """Record the attempt and settle the job, unless our lease was taken over meanwhile. Returns the new status."""
     if result.delivered:
         outcome, status, next_at = "DELIVERED", "DELIVERED", finished_at
-    elif result.retryable and job.attempt_no < job.max_attempts:
+    elif result.retryable and job.attempt_no < (retry.max_attempts or job.max_attempts):
         outcome, status = "RETRY", "PENDING"
         next_at = finished_at + timedelta(seconds=retry.delay(job.attempt_no, result.retry_after_s))
     else:

@@ -170,7 +170,9 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
         wake = asyncio.Event()
         listener = await connect_raw(settings.require_database_url(), "pulse-deliver-listen")
         await listener.add_listener(JOBS_CHANNEL, lambda *_: wake.set())
-        deliverer = Deliverer(ctx.engine, settings, clock=clock)
+        retry = RetryPolicy(base_s=settings.deliver_retry_base_s, cap_s=settings.deliver_retry_cap_s,
+                            max_attempts=settings.deliver_max_attempts)
+        deliverer = Deliverer(ctx.engine, settings, clock=clock, retry=retry, lease_s=settings.deliver_lease_s)
         log.info("delivery loop started", extra={"owner": deliverer.owner})
         broker_sync = None
         if settings.mqtt_admin_url:
