@@ -16,8 +16,6 @@ still silent when it ends gets its NO_HEARTBEAT alert then (`silent_since_mainte
 
 from __future__ import annotations
 
-import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -27,19 +25,19 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pulse.alerting.scopes import SCOPE_ID, check_group_ids, check_strings, require_groups
+from pulse.checks import check_aware, check_name, check_range, is_whole_number, parse_clock, parse_uuid
 from pulse.errors import NotFound, ValidationError
+from pulse.sql import check_page, fetch_page
 
 RECURRENCES: tuple[str, ...] = ("ONCE", "WEEKLY")
 ONCE_MAX = timedelta(days=31)
 DURATION_MAX_MINUTES = 7 * 24 * 60
 NAME_MAX = 200
-MAX_SCOPE = 1000
 MAX_PAGE = 500
 CACHE_TTL = timedelta(seconds=10)
 """How long the evaluator trusts the windows it loaded for a tenant (edits take effect within this)."""
 
-_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _ONCE_FIELDS = ("starts_at", "ends_at")
 _WEEKLY_FIELDS = ("weekdays", "start_time", "duration_minutes")
 _FIELDS = ("name", "recurrence", "starts_at", "ends_at", "weekdays", "start_time", "duration_minutes", "timezone",
@@ -107,10 +105,10 @@ class MaintenanceDevice:
 # --- the pure part: is a window in progress, does it cover a device --------------------------------------------------
 
 def _start_time(value: str) -> time:
-    match = _HHMM.match(value)
-    if match is None:
+    at = parse_clock(value)
+    if at is None:
         raise ValueError(value)
-    return time(int(match.group(1)), int(match.group(2)))
+    return at
 
 
 def occurrence_at(window: MaintenanceWindow, now: datetime) -> tuple[datetime, datetime] | None:
@@ -164,29 +162,6 @@ def in_maintenance(window: MaintenanceWindow, device: MaintenanceDevice, now: da
 
 # --- validation --------------------------------------------------------------------------------------------------
 
-def _uuid(value: Any, field_name: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise ValidationError("must be a UUID", field=field_name) from None
-
-
-def _strings(values: Any, field_name: str, *, pattern: re.Pattern[str] | None, max_len: int) -> list[str]:
-    if not isinstance(values, list):
-        raise ValidationError("must be a list of strings", field=field_name)
-    if len(values) > MAX_SCOPE:
-        raise ValidationError(f"give at most {MAX_SCOPE} entries", field=field_name)
-    out: list[str] = []
-    for i, value in enumerate(values):
-        if not isinstance(value, str) or not 1 <= len(value) <= max_len:
-            raise ValidationError(f"must be a string of 1-{max_len} characters", field=f"{field_name}[{i}]")
-        if pattern is not None and not pattern.match(value):
-            raise ValidationError("may contain only letters, digits and . _ : -", field=f"{field_name}[{i}]")
-        if value not in out:
-            out.append(value)
-    return out
-
-
 def _timezone(value: Any) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= 64:
         raise ValidationError("must be an IANA time zone name such as Europe/Berlin", field="timezone")
@@ -200,9 +175,7 @@ def _timezone(value: Any) -> str:
 
 def _check_window(w: dict[str, Any]) -> dict[str, Any]:
     """A whole window checked and normalised (no database look-ups); errors name the field."""
-    name = w["name"]
-    if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX:
-        raise ValidationError(f"must be 1-{NAME_MAX} characters, not only spaces", field="name")
+    name = check_name(w["name"], "name", NAME_MAX)
     recurrence = w["recurrence"]
     if recurrence not in RECURRENCES:
         raise ValidationError(f"must be one of {', '.join(RECURRENCES)}", field="recurrence")
@@ -215,10 +188,8 @@ def _check_window(w: dict[str, Any]) -> dict[str, Any]:
             value = w[key]
             if value is None:
                 raise ValidationError("is required for a ONCE window", field=key)
-            if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
-                raise ValidationError("must be an ISO-8601 time with a UTC offset", field=key)
-        if not w["starts_at"] < w["ends_at"]:
-            raise ValidationError("must be after starts_at", field="ends_at")
+            check_aware(value, key)
+        check_range(w["starts_at"], w["ends_at"], start_field="starts_at", end_field="ends_at")
         if w["ends_at"] - w["starts_at"] > ONCE_MAX:
             raise ValidationError("a ONCE window may last at most 31 days", field="ends_at")
         out.update(weekdays=[], start_time=None, duration_minutes=None)
@@ -230,50 +201,29 @@ def _check_window(w: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(weekdays, list) or not weekdays:
             raise ValidationError("give at least one ISO weekday (1 = Monday … 7 = Sunday)", field="weekdays")
         for i, day in enumerate(weekdays):
-            if isinstance(day, bool) or not isinstance(day, int) or not 1 <= day <= 7:
+            if not is_whole_number(day, 1, 7):
                 raise ValidationError("must be 1 (Monday) … 7 (Sunday)", field=f"weekdays[{i}]")
         start_time = w["start_time"]
         if start_time is None:
             raise ValidationError("is required for a WEEKLY window", field="start_time")
-        if not isinstance(start_time, str) or not _HHMM.match(start_time):
+        if parse_clock(start_time) is None:
             raise ValidationError("must be a local time HH:MM (00:00-23:59)", field="start_time")
         duration = w["duration_minutes"]
         if duration is None:
             raise ValidationError("is required for a WEEKLY window", field="duration_minutes")
-        if isinstance(duration, bool) or not isinstance(duration, int) or not 1 <= duration <= DURATION_MAX_MINUTES:
+        if not is_whole_number(duration, 1, DURATION_MAX_MINUTES):
             raise ValidationError(f"must be 1-{DURATION_MAX_MINUTES} minutes", field="duration_minutes")
         out.update(weekdays=sorted(set(weekdays)), starts_at=None, ends_at=None)
     if not isinstance(w["is_enabled"], bool):
         raise ValidationError("must be true or false", field="is_enabled")
-    group_ids = w["group_ids"]
-    if not isinstance(group_ids, list):
-        raise ValidationError("must be a list of device group UUIDs", field="group_ids")
-    if len(group_ids) > MAX_SCOPE:
-        raise ValidationError(f"give at most {MAX_SCOPE} entries", field="group_ids")
-    groups: list[str] = []
-    for i, group_id in enumerate(group_ids):
-        canonical = _uuid(group_id, f"group_ids[{i}]")
-        if canonical not in groups:
-            groups.append(canonical)
     out.update(
         name=name,
-        group_ids=groups,
-        site_ids=_strings(w["site_ids"], "site_ids", pattern=_ID, max_len=128),
-        device_ids=_strings(w["device_ids"], "device_ids", pattern=_ID, max_len=128),
-        device_types=_strings(w["device_types"], "device_types", pattern=None, max_len=64),
+        group_ids=check_group_ids(w["group_ids"]),
+        site_ids=check_strings(w["site_ids"], "site_ids", pattern=SCOPE_ID, max_len=128),
+        device_ids=check_strings(w["device_ids"], "device_ids", pattern=SCOPE_ID, max_len=128),
+        device_types=check_strings(w["device_types"], "device_types", pattern=None, max_len=64),
     )
     return out
-
-
-async def _check_groups(conn: AsyncConnection, tenant_id: str, group_ids: list[str]) -> None:
-    if not group_ids:
-        return
-    found = set((await conn.execute(text(
-        "SELECT group_id::text FROM device_groups WHERE tenant_id = :t AND group_id = ANY(CAST(:g AS uuid[]))"),
-        {"t": tenant_id, "g": group_ids})).scalars().all())
-    for i, group_id in enumerate(group_ids):
-        if group_id not in found:
-            raise ValidationError(f"no device group {group_id} in this tenant", field=f"group_ids[{i}]")
 
 
 # --- reading and writing -----------------------------------------------------------------------------------------
@@ -288,23 +238,16 @@ def _window(row: Any) -> MaintenanceWindow:
 async def list_windows(conn: AsyncConnection, tenant_id: str, *, limit: int = 100,
                        offset: int = 0) -> MaintenanceWindowPage:
     """The tenant's windows by name, with the total count."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"must be 1-{MAX_PAGE}", field="limit")
-    if offset < 0:
-        raise ValidationError("must be 0 or more", field="offset")
-    total = (await conn.execute(text("SELECT count(*) FROM maintenance_windows WHERE tenant_id = :t"),
-                                {"t": tenant_id})).scalar_one()
-    rows = (await conn.execute(text(
-        f"SELECT {_COLUMNS} FROM maintenance_windows WHERE tenant_id = :t "
-        f"ORDER BY name, window_id LIMIT :limit OFFSET :offset"),
-        {"t": tenant_id, "limit": limit, "offset": offset})).all()
-    return MaintenanceWindowPage(items=[_window(r) for r in rows], total=int(total), limit=limit, offset=offset)
+    check_page(limit, offset, max_limit=MAX_PAGE)
+    total, rows = await fetch_page(conn, columns=_COLUMNS, source="maintenance_windows", where=["tenant_id = :t"],
+                                   order_by="name, window_id", params={"t": tenant_id}, limit=limit, offset=offset)
+    return MaintenanceWindowPage(items=[_window(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
 async def get_window(conn: AsyncConnection, tenant_id: str, window_id: str) -> MaintenanceWindow | None:
     row = (await conn.execute(text(
         f"SELECT {_COLUMNS} FROM maintenance_windows WHERE tenant_id = :t AND window_id = CAST(:w AS uuid)"),
-        {"t": tenant_id, "w": _uuid(window_id, "window_id")})).first()
+        {"t": tenant_id, "w": parse_uuid(window_id, "window_id")})).first()
     return None if row is None else _window(row)
 
 
@@ -340,7 +283,7 @@ async def create_window(conn: AsyncConnection, tenant_id: str, *, name: str, rec
         "weekdays": weekdays or [], "start_time": start_time, "duration_minutes": duration_minutes,
         "timezone": timezone, "site_ids": site_ids or [], "group_ids": group_ids or [],
         "device_types": device_types or [], "device_ids": device_ids or [], "is_enabled": is_enabled})
-    await _check_groups(conn, tenant_id, w["group_ids"])
+    await require_groups(conn, tenant_id, w["group_ids"])
     return str((await conn.execute(text(
         "INSERT INTO maintenance_windows (tenant_id, name, recurrence, starts_at, ends_at, weekdays, start_time, "
         "  duration_minutes, timezone, site_ids, group_ids, device_types, device_ids, is_enabled, created_at) "
@@ -367,7 +310,7 @@ async def update_window(conn: AsyncConnection, tenant_id: str, window_id: str, c
         if merged[key] is None:
             merged[key] = []
     w = _check_window(merged)
-    await _check_groups(conn, tenant_id, w["group_ids"])
+    await require_groups(conn, tenant_id, w["group_ids"])
     await conn.execute(text(
         f"UPDATE maintenance_windows SET {_VALUES} WHERE tenant_id = :t AND window_id = CAST(:w AS uuid)"),
         {**_params(w), "t": tenant_id, "w": stored.window_id})
@@ -377,7 +320,7 @@ async def delete_window(conn: AsyncConnection, tenant_id: str, window_id: str) -
     """Delete a window; alerts it held back open at the next evaluation if their condition still holds."""
     deleted = (await conn.execute(text(
         "DELETE FROM maintenance_windows WHERE tenant_id = :t AND window_id = CAST(:w AS uuid) RETURNING window_id"),
-        {"t": tenant_id, "w": _uuid(window_id, "window_id")})).first()
+        {"t": tenant_id, "w": parse_uuid(window_id, "window_id")})).first()
     if deleted is None:
         raise NotFound(f"maintenance window {window_id} not found", details={"field": "window_id"})
 

@@ -15,6 +15,8 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pulse.sql import fetch_page
+
 ALERT_STATUSES = ("OPEN", "ACKNOWLEDGED", "CLOSED")
 
 _COLUMNS = (
@@ -81,7 +83,7 @@ async def list_alerts(conn: AsyncConnection, tenant_id: str, *, statuses: Sequen
                       offset: int = 0) -> AlertPage:
     """Newest first (opened_at), with the total matching count for paging."""
     where = ["tenant_id = :tenant"]
-    params: dict[str, Any] = {"tenant": tenant_id, "limit": limit, "offset": offset}
+    params: dict[str, Any] = {"tenant": tenant_id}
     if statuses:
         where.append("status = ANY(:statuses)")
         params["statuses"] = list(statuses)
@@ -91,13 +93,10 @@ async def list_alerts(conn: AsyncConnection, tenant_id: str, *, statuses: Sequen
     if device_id is not None:
         where.append("device_id = :device_id")
         params["device_id"] = device_id
-    condition = " AND ".join(where)
-    total = (await conn.execute(text(f"SELECT count(*) FROM alerts WHERE {condition}"), params)).scalar_one()
-    rows = (await conn.execute(text(
-        f"SELECT {_COLUMNS} FROM alerts WHERE {condition} ORDER BY opened_at DESC, alert_id "
-        "LIMIT :limit OFFSET :offset"), params)).all()
+    total, rows = await fetch_page(conn, columns=_COLUMNS, source="alerts", where=where,
+                                   order_by="opened_at DESC, alert_id", params=params, limit=limit, offset=offset)
     items = [msgspec.convert(_alert(r), Alert) for r in rows]
-    return AlertPage(items=items, total=int(total), limit=limit, offset=offset)
+    return AlertPage(items=items, total=total, limit=limit, offset=offset)
 
 
 async def get_alert_with_events(conn: AsyncConnection, tenant_id: str, alert_id: uuid.UUID) -> AlertWithEvents | None:

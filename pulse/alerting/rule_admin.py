@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -21,16 +20,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.alerting.rules import RULE_TYPES, SEVERITY_NAMES, parse_definition
+from pulse.alerting.scopes import SCOPE_ID, check_group_ids, check_strings, require_groups
 from pulse.alerting.worker import RULES_CHANNEL
+from pulse.checks import check_name, is_whole_number, parse_uuid
 from pulse.errors import NotFound, ValidationError
+from pulse.sql import check_page
 
 MAX_PAGE = 200
-MAX_SCOPE = 1000
 NAME_MAX = 200
 DESCRIPTION_MAX = 2000
 FOR_SECONDS_MAX = 86_400
 TAG_MAX = 64
-_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 RuleChange = Literal["created", "updated", "deleted"]
 
@@ -78,13 +78,6 @@ def _rule(row: Any) -> AlertRule:
     return msgspec.convert(data, AlertRule)
 
 
-def _uuid(value: Any, field: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise ValidationError("must be a UUID", field=field) from None
-
-
 def _encode_cursor(name: str, rule_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([name, rule_id]).encode()).decode().rstrip("=")
 
@@ -104,8 +97,7 @@ def _decode_cursor(cursor: str) -> tuple[str, str]:
 async def list_rules(conn: AsyncConnection, tenant_id: str, *, enabled: bool | None = None,
                      rule_type: str | None = None, limit: int = 50, cursor: str | None = None) -> AlertRulePage:
     """The tenant's rules by name (then id), optionally only enabled/disabled ones or one type; cursor-paged."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"must be 1-{MAX_PAGE}", field="limit")
+    check_page(limit, max_limit=MAX_PAGE)
     where = ["tenant_id = :t"]
     params: dict[str, Any] = {"t": tenant_id, "limit": limit + 1}
     if enabled is not None:
@@ -131,7 +123,7 @@ async def list_rules(conn: AsyncConnection, tenant_id: str, *, enabled: bool | N
 async def get_rule(conn: AsyncConnection, tenant_id: str, rule_id: str) -> AlertRule | None:
     row = (await conn.execute(text(
         f"SELECT {_COLUMNS} FROM alert_rules WHERE tenant_id = :t AND rule_id = CAST(:r AS uuid)"),
-        {"t": tenant_id, "r": _uuid(rule_id, "rule_id")})).first()
+        {"t": tenant_id, "r": parse_uuid(rule_id, "rule_id")})).first()
     return None if row is None else _rule(row)
 
 
@@ -145,78 +137,44 @@ async def require_rule(conn: AsyncConnection, tenant_id: str, rule_id: str) -> A
 
 # --- validation ------------------------------------------------------------------------------------------------
 
-def _check_strings(values: Any, field: str, *, pattern: re.Pattern[str] | None, max_len: int) -> list[str]:
-    """A scope list: at most MAX_SCOPE strings, each well-formed; duplicates are dropped, order kept."""
-    if not isinstance(values, list):
-        raise ValidationError("must be a list of strings", field=field)
-    if len(values) > MAX_SCOPE:
-        raise ValidationError(f"give at most {MAX_SCOPE} entries", field=field)
-    out: list[str] = []
-    for i, value in enumerate(values):
-        if not isinstance(value, str) or not 1 <= len(value) <= max_len:
-            raise ValidationError(f"must be a string of 1-{max_len} characters", field=f"{field}[{i}]")
-        if pattern is not None and not pattern.match(value):
-            raise ValidationError("may contain only letters, digits and . _ : -", field=f"{field}[{i}]")
-        if value not in out:
-            out.append(value)
-    return out
-
-
 def _check_rule(rule: dict[str, Any]) -> dict[str, Any]:
     """The rule's own fields checked and normalised (no database look-ups); errors name the field."""
-    name = rule["name"]
-    if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX:
-        raise ValidationError(f"must be 1-{NAME_MAX} characters, not only spaces", field="name")
+    name = check_name(rule["name"], "name", NAME_MAX)
     description = rule["description"]
     if description is not None and (not isinstance(description, str) or len(description) > DESCRIPTION_MAX):
         raise ValidationError(f"must be at most {DESCRIPTION_MAX} characters", field="description")
     if rule["rule_type"] not in RULE_TYPES:
         raise ValidationError(f"must be one of {', '.join(RULE_TYPES)}", field="rule_type")
     severity = rule["severity"]
-    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+    if not is_whole_number(severity, 1, 5):
         raise ValidationError("must be 1 (info), 2 (low), 3 (medium), 4 (high) or 5 (critical)", field="severity")
     definition = rule["definition"]
     if not isinstance(definition, dict):
         raise ValidationError("must be an object", field="definition")
     parsed = parse_definition(rule["rule_type"], definition)
     for_seconds = rule["for_seconds"]
-    if isinstance(for_seconds, bool) or not isinstance(for_seconds, int) or not 0 <= for_seconds <= FOR_SECONDS_MAX:
+    if not is_whole_number(for_seconds, 0, FOR_SECONDS_MAX):
         raise ValidationError(f"must be 0-{FOR_SECONDS_MAX} seconds", field="for_seconds")
     if not isinstance(rule["is_enabled"], bool):
         raise ValidationError("must be true or false", field="is_enabled")
-    group_ids = rule["group_ids"]
-    if not isinstance(group_ids, list):
-        raise ValidationError("must be a list of device group UUIDs", field="group_ids")
-    if len(group_ids) > MAX_SCOPE:
-        raise ValidationError(f"give at most {MAX_SCOPE} entries", field="group_ids")
-    groups: list[str] = []
-    for i, group_id in enumerate(group_ids):
-        canonical = _uuid(group_id, f"group_ids[{i}]")
-        if canonical not in groups:
-            groups.append(canonical)
+    group_ids = check_group_ids(rule["group_ids"])
     policy = rule["escalation_policy_id"]
     return {
         **rule,
         "name": name,
         "definition": msgspec.to_builtins(parsed),
-        "site_ids": _check_strings(rule["site_ids"], "site_ids", pattern=_ID, max_len=128),
-        "device_ids": _check_strings(rule["device_ids"], "device_ids", pattern=_ID, max_len=128),
-        "tags": _check_strings(rule["tags"], "tags", pattern=None, max_len=TAG_MAX),
-        "group_ids": groups,
-        "escalation_policy_id": None if policy is None else _uuid(policy, "escalation_policy_id"),
+        "site_ids": check_strings(rule["site_ids"], "site_ids", pattern=SCOPE_ID, max_len=128),
+        "device_ids": check_strings(rule["device_ids"], "device_ids", pattern=SCOPE_ID, max_len=128),
+        "tags": check_strings(rule["tags"], "tags", pattern=None, max_len=TAG_MAX),
+        "group_ids": group_ids,
+        "escalation_policy_id": None if policy is None else parse_uuid(policy, "escalation_policy_id"),
     }
 
 
 async def _check_references(conn: AsyncConnection, tenant_id: str, rule: dict[str, Any]) -> None:
     """Device groups and the escalation policy must be this tenant's. The policy row is key-share locked so
     that it cannot be deleted between this check and the commit."""
-    if rule["group_ids"]:
-        found = set((await conn.execute(text(
-            "SELECT group_id::text FROM device_groups WHERE tenant_id = :t AND group_id = ANY(CAST(:g AS uuid[]))"),
-            {"t": tenant_id, "g": rule["group_ids"]})).scalars().all())
-        for i, group_id in enumerate(rule["group_ids"]):
-            if group_id not in found:
-                raise ValidationError(f"no device group {group_id} in this tenant", field=f"group_ids[{i}]")
+    await require_groups(conn, tenant_id, rule["group_ids"])
     if rule["escalation_policy_id"] is not None:
         exists = (await conn.execute(text(
             "SELECT 1 FROM escalation_policies WHERE tenant_id = :t AND policy_id = CAST(:p AS uuid) FOR KEY SHARE"),
@@ -273,7 +231,7 @@ async def update_rule(conn: AsyncConnection, tenant_id: str, rule_id: str, chang
     unknown = [k for k in changes if k not in _FIELDS]
     if unknown:
         raise ValidationError("is not a field of an alert rule", field=unknown[0])
-    rule_id = _uuid(rule_id, "rule_id")
+    rule_id = parse_uuid(rule_id, "rule_id")
     row = (await conn.execute(text(
         "SELECT name, description, rule_type, severity, definition, for_seconds, is_enabled, site_ids, "
         "  group_ids::text[] AS group_ids, tags, device_ids, escalation_policy_id::text "
@@ -300,7 +258,7 @@ async def delete_rule(conn: AsyncConnection, tenant_id: str, rule_id: str) -> No
     NULL through the foreign key."""
     deleted = (await conn.execute(text(
         "DELETE FROM alert_rules WHERE tenant_id = :t AND rule_id = CAST(:r AS uuid) RETURNING rule_id::text"),
-        {"t": tenant_id, "r": _uuid(rule_id, "rule_id")})).scalar()
+        {"t": tenant_id, "r": parse_uuid(rule_id, "rule_id")})).scalar()
     if deleted is None:
         raise NotFound(f"alert rule {rule_id} not found", details={"field": "rule_id"})
     await notify_rules_changed(conn, tenant_id, str(deleted), "deleted")

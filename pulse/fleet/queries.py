@@ -8,7 +8,6 @@ devices_site for `site_id`, devices_tags (GIN) for `tag`, device_state_status fo
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -19,12 +18,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.errors import NotFound, ValidationError
+from pulse.fleet.service import DEVICE_ID_RE
+from pulse.sql import fetch_page, like_pattern
 
 DEVICE_STATES = ("ONLINE", "STALE", "OFFLINE", "UNKNOWN")
 LIFECYCLE_STATUSES = ("ACTIVE", "DISABLED", "REVOKED", "DECOMMISSIONED")
 SEVERITIES = (1, 2, 3, 4, 5)
 DEVICE_SORTS = ("device_id", "name", "last_seen_at", "status")
-DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 STATE_HISTORY_LIMIT = 20
 
 # Sorting by status goes from most to least recently heard: ONLINE, STALE, OFFLINE, UNKNOWN (never heard).
@@ -49,7 +49,8 @@ _STATE_DETAIL_COLUMNS = (
     ", s.last_telemetry_at, s.last_heartbeat_at, s.last_message_ts, s.last_seq, "
     "coalesce(s.latest_metrics_at, '{}'::jsonb) AS latest_metrics_at, s.lat AS state_lat, s.lng AS state_lng"
 )
-_FROM = ("FROM devices d LEFT JOIN device_state s ON s.tenant_id = d.tenant_id AND s.device_id = d.device_id")
+_SOURCE = "devices d LEFT JOIN device_state s ON s.tenant_id = d.tenant_id AND s.device_id = d.device_id"
+_FROM = f"FROM {_SOURCE}"
 
 
 class DeviceState(msgspec.Struct, kw_only=True):
@@ -159,15 +160,9 @@ class FleetSummary(msgspec.Struct, kw_only=True):
 
 def check_device_id(device_id: str) -> str:
     """A device id as the registry allows it, else a ValidationError naming `device_id`."""
-    if not DEVICE_ID_PATTERN.match(device_id):
+    if not DEVICE_ID_RE.match(device_id):
         raise ValidationError("device_id must be 1-128 characters of A-Z a-z 0-9 . _ : -", field="device_id")
     return device_id
-
-
-def like_pattern(query: str) -> str:
-    """A case-insensitive substring pattern for `ILIKE … ESCAPE '\\'` with the caller's wildcards taken literally."""
-    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def _order_by(sort: str) -> str:
@@ -208,7 +203,7 @@ async def list_devices(conn: AsyncConnection, tenant_id: str, *, states: Sequenc
     """
     order_by = _order_by(sort)
     where = ["d.tenant_id = :tenant"]
-    params: dict[str, Any] = {"tenant": tenant_id, "limit": limit, "offset": offset}
+    params: dict[str, Any] = {"tenant": tenant_id}
     needs_state = False
     if states:
         # A plain equality on s.status makes the join inner, so device_state_status can drive it.
@@ -231,14 +226,11 @@ async def list_devices(conn: AsyncConnection, tenant_id: str, *, states: Sequenc
     if query:
         where.append("(d.device_id ILIKE :pattern ESCAPE '\\' OR d.name ILIKE :pattern ESCAPE '\\')")
         params["pattern"] = like_pattern(query)
-    condition = " AND ".join(where)
-    count_from = _FROM if needs_state else "FROM devices d"
-    total = (await conn.execute(text(f"SELECT count(*) {count_from} WHERE {condition}"), params)).scalar_one()
-    rows = (await conn.execute(text(
-        f"SELECT {_DEVICE_COLUMNS}, {_STATE_COLUMNS} {_FROM} WHERE {condition} "
-        f"ORDER BY {order_by} LIMIT :limit OFFSET :offset"), params)).all()
+    total, rows = await fetch_page(conn, columns=f"{_DEVICE_COLUMNS}, {_STATE_COLUMNS}", source=_SOURCE, where=where,
+                                   order_by=order_by, params=params, limit=limit, offset=offset,
+                                   count_source=_SOURCE if needs_state else "devices d")
     items = [msgspec.convert(_device(r), Device) for r in rows]
-    return DevicePage(items=items, total=int(total), limit=limit, offset=offset)
+    return DevicePage(items=items, total=total, limit=limit, offset=offset)
 
 
 async def device_exists(conn: AsyncConnection, tenant_id: str, device_id: str) -> bool:

@@ -22,6 +22,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pulse.checks import parse_iso_time
 from pulse.errors import ValidationError
 
 RAW_DEFAULT_RANGE = timedelta(hours=1)
@@ -178,18 +179,9 @@ async def get_latest_telemetry(conn: AsyncConnection, tenant_id: str, device_id:
     if row is None:
         return LatestTelemetry(device_id=device_id, last_telemetry_at=None, metrics={})
     times = row.latest_metrics_at or {}
-    metrics = {key: LatestMetric(value=value, time=_parse_time(times.get(key)))
+    metrics = {key: LatestMetric(value=value, time=parse_iso_time(times.get(key)))
                for key, value in sorted((row.latest_metrics or {}).items())}
     return LatestTelemetry(device_id=device_id, last_telemetry_at=row.last_telemetry_at, metrics=metrics)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def bucket_width(start: datetime, end: datetime, points: int) -> timedelta:

@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from pulse.checks import replace_nul
+
 RAW_PAYLOAD_LIMIT = 2048
 """Bytes of a rejected payload kept in quarantine_events.raw_payload."""
 DETAIL_LIMIT = 1000
@@ -47,16 +49,12 @@ def quarantine_event(*, tenant_id: str | None, device_id: str | None, received_a
     if isinstance(topic, bytes):
         topic = topic.decode("utf-8", errors="replace")
     return QuarantineEvent(
-        tenant_id=tenant_id, device_id=_text(device_id), received_at=received_at, transport=transport,
-        reason=reason, detail=_text(detail[:DETAIL_LIMIT]) or "", topic=_text(topic[:512] if topic else topic),
-        raw_payload=_text(payload[:RAW_PAYLOAD_LIMIT].decode("utf-8", errors="replace")) or "",
+        tenant_id=tenant_id, device_id=replace_nul(device_id), received_at=received_at, transport=transport,
+        reason=reason, detail=replace_nul(detail[:DETAIL_LIMIT]) or "",
+        topic=replace_nul(topic[:512] if topic else topic),
+        raw_payload=replace_nul(payload[:RAW_PAYLOAD_LIMIT].decode("utf-8", errors="replace")) or "",
         payload_size=len(payload),
     )
-
-
-def _text(value: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL; show it as U+FFFD like any other undecodable byte."""
-    return value.replace("\x00", "\ufffd") if value else value
 
 
 async def write_quarantine(conn: asyncpg.Connection, events: list[QuarantineEvent]) -> None:

@@ -16,8 +16,10 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pulse.checks import parse_uuid
 from pulse.errors import NotFound, ValidationError
 from pulse.notify.service import MASK, open_secrets
+from pulse.sql import check_page
 
 JOB_STATUSES = ("PENDING", "IN_PROGRESS", "DELIVERED", "DEAD", "CANCELLED")
 MAX_PAGE = 200
@@ -109,14 +111,6 @@ _JOB_COLUMNS = ("j.job_id::text, j.channel_id::text, j.route_id::text, j.alert_i
                 "j.max_attempts, j.next_attempt_at, j.last_error, j.created_at, j.updated_at, j.delivered_at")
 
 
-def parse_uuid(value: str, field: str) -> str:
-    """A canonical UUID string, or a 400 naming the field (a bad id must not reach the database as a cast error)."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise ValidationError("must be a UUID", field=field) from None
-
-
 def _channel(row: Any, key: bytes) -> Channel:
     names = open_secrets(key, row.channel_id, row.secrets_encrypted)
     return Channel(channel_id=row.channel_id, name=row.name, channel_type=row.channel_type, config=dict(row.config),
@@ -175,8 +169,7 @@ async def list_jobs(conn: AsyncConnection, tenant_id: str, *, statuses: list[str
                     channel_id: str | None = None, alert_id: str | None = None, limit: int = 50,
                     cursor: str | None = None) -> JobPage:
     """The delivery log, newest first, paged by an opaque cursor (stable while new jobs arrive)."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"must be 1-{MAX_PAGE}", field="limit")
+    check_page(limit, max_limit=MAX_PAGE)
     where = ["j.tenant_id = :t"]
     params: dict[str, Any] = {"t": tenant_id, "limit": limit + 1}
     if statuses:

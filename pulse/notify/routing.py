@@ -10,6 +10,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pulse.checks import parse_uuid
 from pulse.errors import NotFound, ValidationError
 from pulse.notify.schemas import AlertEventMessage
 
@@ -142,10 +143,7 @@ def _check_route(*, name: str, min_severity: int, event_kinds: list[str], repeat
 
 
 async def _require_channel(conn: AsyncConnection, tenant_id: str, channel_id: str) -> None:
-    try:
-        uuid.UUID(channel_id)
-    except (ValueError, AttributeError, TypeError):
-        raise ValidationError("must be a UUID", field="channel_id") from None
+    parse_uuid(channel_id, "channel_id")
     exists = (await conn.execute(text(
         "SELECT 1 FROM notification_channels WHERE tenant_id = :t AND channel_id = CAST(:c AS uuid)"),
         {"t": tenant_id, "c": channel_id})).first()

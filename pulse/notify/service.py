@@ -150,15 +150,7 @@ async def update_channel(conn: AsyncConnection, tenant_id: str, channel_id: str,
     stored = open_secrets(settings.secret_key_bytes, row.channel_id, row.secrets_encrypted)
     merged = stored
     if not isinstance(secrets, UnsetType):
-        merged = {}
-        for key, value in secrets.items():
-            if value == MASK:
-                if key not in stored:
-                    raise ValidationError("is the mask, but the channel has no such secret to keep",
-                                          field=f"secrets.{key}")
-                merged[key] = stored[key]
-            else:
-                merged[key] = value
+        merged = keep_masked_secrets(stored, secrets, "channel")
     clean = kind.validate(dict(row.config) if isinstance(config, UnsetType) else config, merged,
                           settings.allow_private_urls)
     limit = _rate_limit(row.channel_type,
@@ -239,6 +231,22 @@ def open_secrets(key: bytes, channel_id: str, sealed: str | None) -> dict[str, s
     if not sealed:
         return {}
     return dict(json.loads(decrypt_secret(key, sealed, context=channel_id)))
+
+
+def keep_masked_secrets(stored: dict[str, str], given: dict[str, str], owner: str) -> dict[str, str]:
+    """The secrets to store when `given` is sent as the full set: a value equal to the mask keeps the stored secret
+    of that name (which must exist on the `owner`, e.g. "channel"), any other value replaces it, a name left out is
+    removed."""
+    merged: dict[str, str] = {}
+    for name, value in given.items():
+        if value == MASK:
+            if name not in stored:
+                raise ValidationError(f"is the mask, but the {owner} has no such secret to keep",
+                                      field=f"secrets.{name}")
+            merged[name] = stored[name]
+        else:
+            merged[name] = value
+    return merged
 
 
 # Due, and not behind an unfinished earlier event of the same alert on the same channel: a receiver hears an

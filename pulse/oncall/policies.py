@@ -8,18 +8,18 @@ commit; the caller owns the transaction.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.alerting.rule_admin import notify_rules_changed
+from pulse.checks import is_whole_number, parse_uuid
 from pulse.errors import Conflict, NotFound, ValidationError
+from pulse.sql import execute_unique
 
 MAX_LEVELS = 10
 MAX_TARGETS = 20
@@ -83,15 +83,8 @@ class RulePolicy(msgspec.Struct, kw_only=True):
     escalation_policy_name: str | None
 
 
-def _uuid(value: Any, field: str) -> str:
-    try:
-        return str(uuid.UUID(str(value)))
-    except (ValueError, TypeError):
-        raise ValidationError("must be a UUID", field=field) from None
-
-
 def _int_in(value: Any, low: int, high: int, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if not is_whole_number(value, low, high):
         raise ValidationError(f"must be an integer {low}-{high}", field=field)
     return value
 
@@ -136,7 +129,7 @@ async def list_policies(conn: AsyncConnection, tenant_id: str) -> list[Escalatio
 
 
 async def get_policy(conn: AsyncConnection, tenant_id: str, policy_id: str) -> EscalationPolicy | None:
-    found = await _policies(conn, tenant_id, _uuid(policy_id, "policy_id"))
+    found = await _policies(conn, tenant_id, parse_uuid(policy_id, "policy_id"))
     return found[0] if found else None
 
 
@@ -176,7 +169,7 @@ async def _checked_levels(conn: AsyncConnection, tenant_id: str,
             where = f"levels[{i}].targets[{j}]"
             if target.type not in TARGET_TYPES:
                 raise ValidationError(f"must be one of {', '.join(TARGET_TYPES)}", field=f"{where}.type")
-            target_id = _uuid(target.id, f"{where}.id")
+            target_id = parse_uuid(target.id, f"{where}.id")
             stored = {"type": target.type, "id": target_id}
             if stored in targets:
                 raise ValidationError("is listed twice in this level", field=f"{where}.id")
@@ -222,15 +215,8 @@ async def _write_levels(conn: AsyncConnection, tenant_id: str, policy_id: str,
             {"t": tenant_id, "p": policy_id, "pos": position, "d": delay, "targets": json.dumps(targets)})
 
 
-async def _save(conn: AsyncConnection, sql: str, params: dict[str, Any], name: str) -> Any:
-    """Run the policy row's INSERT/UPDATE in a savepoint; a name taken meanwhile is a 409, not a 500."""
-    try:
-        async with conn.begin_nested():
-            return await conn.execute(text(sql), params)
-    except IntegrityError as exc:
-        if getattr(exc.orig, "sqlstate", None) == "23505" or "23505" in str(getattr(exc.orig, "pgcode", "")):
-            raise Conflict(f"an escalation policy named {name!r} exists", details={"field": "name"}) from None
-        raise
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"an escalation policy named {name!r} exists", details={"field": "name"})
 
 
 async def _check_name_free(conn: AsyncConnection, tenant_id: str, name: str, policy_id: str | None) -> None:
@@ -239,7 +225,7 @@ async def _check_name_free(conn: AsyncConnection, tenant_id: str, name: str, pol
         "AND (CAST(:p AS uuid) IS NULL OR policy_id <> CAST(:p AS uuid))"),
         {"t": tenant_id, "n": name, "p": policy_id})).first()
     if taken:
-        raise Conflict(f"an escalation policy named {name!r} exists", details={"field": "name"})
+        raise _name_taken(name)
 
 
 async def create_policy(conn: AsyncConnection, tenant_id: str, spec: EscalationPolicySpec, *, now: datetime) -> str:
@@ -247,11 +233,11 @@ async def create_policy(conn: AsyncConnection, tenant_id: str, spec: EscalationP
     _check_shape(spec)
     await _check_name_free(conn, tenant_id, spec.name, None)
     levels = await _checked_levels(conn, tenant_id, spec.levels)
-    policy_id = str((await _save(conn, (
+    policy_id = str((await execute_unique(conn, (
         "INSERT INTO escalation_policies (tenant_id, name, description, repeat_count, created_at, updated_at) "
         "VALUES (:t, :n, :d, :r, :now, :now) RETURNING policy_id::text"),
         {"t": tenant_id, "n": spec.name, "d": spec.description, "r": spec.repeat_count, "now": now},
-        spec.name)).scalar_one())
+        _name_taken(spec.name))).scalar_one())
     await _write_levels(conn, tenant_id, policy_id, levels)
     if spec.is_default:
         await _claim_default(conn, tenant_id, policy_id, now)
@@ -265,7 +251,7 @@ async def update_policy(conn: AsyncConnection, tenant_id: str, policy_id: str, s
     `is_default: false` on the current default leaves the tenant without a default. Alerts already escalating
     with this policy go on at their current level number with the new levels.
     """
-    pid = _uuid(policy_id, "policy_id")
+    pid = parse_uuid(policy_id, "policy_id")
     found = (await conn.execute(text(
         "SELECT 1 FROM escalation_policies WHERE tenant_id = :t AND policy_id = CAST(:p AS uuid) FOR UPDATE"),
         {"t": tenant_id, "p": pid})).first()
@@ -274,11 +260,11 @@ async def update_policy(conn: AsyncConnection, tenant_id: str, policy_id: str, s
     _check_shape(spec)
     await _check_name_free(conn, tenant_id, spec.name, pid)
     levels = await _checked_levels(conn, tenant_id, spec.levels)
-    await _save(conn, (
+    await execute_unique(conn, (
         "UPDATE escalation_policies SET name = :n, description = :d, repeat_count = :r, updated_at = :now, "
         "  is_default = is_default AND :keep WHERE tenant_id = :t AND policy_id = CAST(:p AS uuid)"),
         {"t": tenant_id, "p": pid, "n": spec.name, "d": spec.description, "r": spec.repeat_count, "now": now,
-         "keep": spec.is_default}, spec.name)
+         "keep": spec.is_default}, _name_taken(spec.name))
     await _write_levels(conn, tenant_id, pid, levels)
     if spec.is_default:
         await _claim_default(conn, tenant_id, pid, now)
@@ -287,7 +273,7 @@ async def update_policy(conn: AsyncConnection, tenant_id: str, policy_id: str, s
 async def delete_policy(conn: AsyncConnection, tenant_id: str, policy_id: str) -> None:
     """Delete a policy and its levels. Rules naming it fall back to the tenant's default policy (their
     `escalation_policy_id` becomes null); alerts escalating with it stop escalating."""
-    pid = _uuid(policy_id, "policy_id")
+    pid = parse_uuid(policy_id, "policy_id")
     gone = await conn.execute(text(
         "DELETE FROM escalation_policies WHERE tenant_id = :t AND policy_id = CAST(:p AS uuid)"),
         {"t": tenant_id, "p": pid})
@@ -298,8 +284,8 @@ async def delete_policy(conn: AsyncConnection, tenant_id: str, policy_id: str) -
 async def set_rule_policy(conn: AsyncConnection, tenant_id: str, rule_id: str, policy_id: str | None, *,
                           now: datetime) -> RulePolicy:
     """Choose the policy a rule's new alerts escalate with (None: the tenant default) and tell `pulse evaluate`."""
-    rid = _uuid(rule_id, "rule_id")
-    pid = None if policy_id is None else _uuid(policy_id, "policy_id")
+    rid = parse_uuid(rule_id, "rule_id")
+    pid = None if policy_id is None else parse_uuid(policy_id, "policy_id")
     name = None
     if pid is not None:
         name = (await conn.execute(text(

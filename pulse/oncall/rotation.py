@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import heapq
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
 from itertools import pairwise
 from typing import Any
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
+from pulse.checks import check_aware, check_range, is_whole_number, parse_clock
 from pulse.errors import ValidationError
 
 ROTATION_TYPES = ("DAILY", "WEEKLY", "CUSTOM")
@@ -26,7 +25,6 @@ MAX_PARTICIPANTS = 100
 MAX_LAYER_NAME = 200
 MAX_RESTRICTIONS = 28
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _SETTLE = timedelta(days=2)
 """Wall-clock distance beyond which two local times are in the same order in UTC (offsets span at most 26 h)."""
@@ -87,29 +85,13 @@ class Shift:
 
 # --- validation ------------------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=1)
-def _zones() -> frozenset[str]:
-    return frozenset(available_timezones()) | {"UTC"}
-
-
-def check_timezone(name: str) -> ZoneInfo:
-    """The IANA time zone `name` (e.g. Europe/Berlin); ValidationError naming `timezone` for anything else."""
-    if not isinstance(name, str) or name not in _zones():
-        raise ValidationError("must be an IANA time zone name such as Europe/Berlin or UTC", field="timezone")
-    try:
-        return ZoneInfo(name)
-    except (ValueError, KeyError) as exc:   # ZoneInfoNotFoundError is a KeyError
-        raise ValidationError("must be an IANA time zone name such as Europe/Berlin or UTC",
-                              field="timezone") from exc
-
-
 def _clock(value: Any, field: str) -> time:
     if isinstance(value, time):
         return value.replace(tzinfo=None, fold=0)
-    match = _HHMM.match(value) if isinstance(value, str) else None
-    if match is None:
+    at = parse_clock(value)
+    if at is None:
         raise ValidationError('must be a 24-hour time "HH:MM", e.g. "09:00"', field=field)
-    return time(int(match.group(1)), int(match.group(2)))
+    return at
 
 
 def _days(value: Any, field: str) -> tuple[int, ...]:
@@ -166,9 +148,7 @@ def restrictions_json(restrictions: tuple[Restriction, ...]) -> list[dict[str, A
 
 
 def _aware(value: Any, field: str) -> datetime:
-    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError("must be a date-time with a UTC offset", field=field)
-    return value.astimezone(UTC)
+    return check_aware(value, field, "must be a date-time with a UTC offset").astimezone(UTC)
 
 
 def check_layer(layer: Layer) -> None:
@@ -183,7 +163,7 @@ def check_layer(layer: Layer) -> None:
     if layer.rotation_type == "CUSTOM":
         if hours is None:
             raise ValidationError("is required for a CUSTOM rotation", field="rotation_hours")
-        if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= MAX_ROTATION_HOURS:
+        if not is_whole_number(hours, 1, MAX_ROTATION_HOURS):
             raise ValidationError(f"must be 1-{MAX_ROTATION_HOURS} hours", field="rotation_hours")
     elif hours is not None:
         raise ValidationError("is only for CUSTOM rotations; leave it empty", field="rotation_hours")
@@ -206,8 +186,7 @@ def check_layer(layer: Layer) -> None:
                 raise ValidationError('must be a local time "HH:MM"', field=f"restrictions[{i}].{key}")
     starts = _aware(layer.starts_at, "starts_at") if layer.starts_at is not None else None
     ends = _aware(layer.ends_at, "ends_at") if layer.ends_at is not None else None
-    if starts is not None and ends is not None and ends <= starts:
-        raise ValidationError("must be after starts_at", field="ends_at")
+    check_range(starts, ends, start_field="starts_at", end_field="ends_at")
 
 
 # --- one layer -------------------------------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.alerting.service import alert_message, record_event
 from pulse.notify.routing import enqueue_direct
-from pulse.oncall.people import get_paging_plan
+from pulse.oncall.people.paging import get_paging_plan
 from pulse.oncall.rotation import on_call_at
-from pulse.oncall.schedules import load_schedule
+from pulse.oncall.schedules.common import load_schedule
 
 log = logging.getLogger("pulse.escalate")
 

@@ -34,8 +34,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pulse.checks import check_aware, check_range
 from pulse.db import tenant_tx
-from pulse.errors import ValidationError
+from pulse.sql import add_filters, check_page, fetch_page
 from pulse.web.auth import Principal, authenticate_connection
 from pulse.web.context import context_of, engine_of
 from pulse.web.deps import PrincipalDep, provide_tenant_conn
@@ -83,7 +84,7 @@ async def _write_for(conn: AsyncConnection, request: Request[Any, Any, Any], pri
                      status: int) -> None:
     scope = request.scope
     await write_audit_entry(
-        conn, principal.tenant_id or "", actor=principal.email or principal.subject,
+        conn, principal.tenant_id or "", actor=principal.actor,
         action=f"{request.method} {scope.get('path_template') or request.url.path}", resource=request.url.path,
         ip=request.client.host if request.client else None, request_id=request_id_for(scope),
         details={"status": status}, at=context_of(request).clock.now())
@@ -182,32 +183,16 @@ async def list_audit_entries(conn: AsyncConnection, tenant_id: str, *, actor: st
                              action: str | None = None, since: datetime | None = None,
                              until: datetime | None = None, limit: int = 50, offset: int = 0) -> AuditPage:
     """The tenant's audit rows, newest first; `actor` and `action` match exactly, `since` ≤ at < `until`."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"must be 1-{MAX_PAGE}", field="limit")
-    if offset < 0:
-        raise ValidationError("must be 0 or more", field="offset")
+    check_page(limit, offset, max_limit=MAX_PAGE)
     for name, bound in (("from", since), ("to", until)):
-        if bound is not None and bound.tzinfo is None:
-            raise ValidationError("must be an ISO-8601 time with a UTC offset", field=name)
-    if since is not None and until is not None and until <= since:
-        raise ValidationError("must be after from", field="to")
+        if bound is not None:
+            check_aware(bound, name)
+    check_range(since, until)
     where = ["tenant_id = :t"]
-    params: dict[str, Any] = {"t": tenant_id, "limit": limit, "offset": offset}
-    for column, value in (("actor", actor), ("action", action)):
-        if value is not None:
-            where.append(f"{column} = :{column}")
-            params[column] = value
-    if since is not None:
-        where.append("at >= :since")
-        params["since"] = since
-    if until is not None:
-        where.append("at < :until")
-        params["until"] = until
-    condition = " AND ".join(where)
-    total = (await conn.execute(text(f"SELECT count(*) FROM tenant_audit_log WHERE {condition}"),
-                                params)).scalar_one()
-    rows = (await conn.execute(text(
-        f"SELECT audit_id, at, actor, action, resource, details, ip, request_id FROM tenant_audit_log "
-        f"WHERE {condition} ORDER BY at DESC, audit_id DESC LIMIT :limit OFFSET :offset"), params)).all()
-    return AuditPage(items=[msgspec.convert(dict(r._mapping), AuditEntry) for r in rows], total=int(total),
+    params: dict[str, Any] = {"t": tenant_id}
+    add_filters(where, params, equal={"actor": actor, "action": action}, since=since, until=until)
+    total, rows = await fetch_page(
+        conn, columns="audit_id, at, actor, action, resource, details, ip, request_id", source="tenant_audit_log",
+        where=where, order_by="at DESC, audit_id DESC", params=params, limit=limit, offset=offset)
+    return AuditPage(items=[msgspec.convert(dict(r._mapping), AuditEntry) for r in rows], total=total,
                      limit=limit, offset=offset)

@@ -73,6 +73,11 @@ class Principal:
     def has_any_role(self, roles: Iterable[str]) -> bool:
         return not self.roles.isdisjoint(roles)
 
+    @property
+    def actor(self) -> str:
+        """Who the caller is in audit rows and alert events: the token's email, else its subject."""
+        return self.email or self.subject
+
 
 class JwksCache:
     """Verification keys by kid, refetched when older than `max_age_s` (so retired keys stop working)

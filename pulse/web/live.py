@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,9 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.alerting.service import LIVE_CHANNEL
 from pulse.alerting.worker import parse_wakeup
+from pulse.checks import parse_iso_time
 from pulse.clock import Clock
 from pulse.crypto import hash_token
 from pulse.db import connect_raw, system_tx, tenant_tx
+from pulse.fleet.service import DEVICE_ID_RE
 from pulse.ingest.writer import TELEMETRY_CHANNEL
 from pulse.runtime import TRANSIENT_DB_ERRORS
 from pulse.web.auth import Principal
@@ -52,7 +53,6 @@ FLEET_REFRESH_S = 30.0
 LISTEN_CHECK_S = 15.0
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 30.0
-DEVICE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 TOPICS = ("device", "alerts", "fleet")
 _MESSAGE_FIELDS = frozenset({"op", "topic", "device_id"})
 
@@ -253,15 +253,6 @@ def _not_older(when: datetime | None, than: datetime | None) -> bool:
     return when is None or than is None or when >= than
 
 
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
 def _has_metrics(metrics_json: str | None) -> bool:
     return bool(metrics_json) and metrics_json not in ("{}", "null")
 
@@ -406,7 +397,7 @@ class LiveHub:
             if device_id is not None:
                 raise LiveError("invalid_field", f"the {topic} topic takes no device_id", "device_id")
             return (topic, "")
-        if not isinstance(device_id, str) or not DEVICE_ID.match(device_id):
+        if not isinstance(device_id, str) or not DEVICE_ID_RE.match(device_id):
             raise LiveError("invalid_field", "device_id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
                             "device_id")
         return ("device", device_id)
@@ -499,7 +490,7 @@ class LiveHub:
             followers = self._reg.devices.get(key)
             if not followers:
                 continue
-            when = _parse_time(changed_at)
+            when = parse_iso_time(changed_at)
             view = self._views.setdefault(key, _DeviceView())
             if view.status == status and view.changed_at == when:
                 continue  # already sent (read with the device's telemetry)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pulse.checks import check_timezone
 from pulse.errors import ValidationError
 from pulse.oncall.rotation import (
     Layer,
@@ -19,7 +20,6 @@ from pulse.oncall.rotation import (
     Restriction,
     Shift,
     check_layer,
-    check_timezone,
     final_timeline,
     layer_shifts,
     on_call_at,

@@ -13,17 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pulse.db import system_tx, tenant_tx
 from pulse.errors import Conflict, NotFound, ValidationError
 from pulse.oncall.rotation import Restriction
-from pulse.oncall.schedules import (
-    create_layer,
-    create_override,
-    create_schedule,
-    delete_layer,
-    load_schedule,
-    require_schedule,
-    timeline,
-    update_layer,
-    who_is_on_call,
-)
+from pulse.oncall.schedules.common import load_schedule
+from pulse.oncall.schedules.layers import create_layer, delete_layer, update_layer
+from pulse.oncall.schedules.on_call import timeline, who_is_on_call
+from pulse.oncall.schedules.overrides import create_override
+from pulse.oncall.schedules.schedule import create_schedule, require_schedule
 from tests.conftest import TenantRef, make_tenant
 
 NOW = datetime(2026, 3, 18, 12, 0, tzinfo=UTC)  # a Wednesday

@@ -24,7 +24,7 @@ from pulse.notify.channels.webhook import verify_signature
 from pulse.notify.routing import enqueue_direct
 from pulse.notify.service import MASK, RetryPolicy, open_secrets, sample_message
 from pulse.notify.worker import Deliverer
-from pulse.oncall.people import PagingStep, get_paging_plan
+from pulse.oncall.people.paging import PagingStep, get_paging_plan
 from pulse.settings import Settings
 from pulse.web.app import create_app
 from tests.conftest import TenantRef, make_tenant

@@ -13,30 +13,13 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from pulse.alerting.queries import ALERT_STATUSES, AlertPage, AlertWithEvents, get_alert_with_events, list_alerts
 from pulse.alerting.service import acknowledge_alert, close_alert, silence_alert, unsilence_alert
 from pulse.errors import NotFound, ValidationError
-from pulse.web.auth import Principal, require_roles
+from pulse.web.auth import require_roles
 from pulse.web.deps import NowDep, PrincipalDep, SettingsDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
+from pulse.web.routes.common import BEARER, MEMBER_ROLES, parse_choices
 
-CUSTOMER_ROLES = ("customer", "tenant-admin")
 STATUS_HELP = "OPEN, ACKNOWLEDGED or CLOSED; repeat the parameter or comma-separate"
 SEVERITY_HELP = "lowest severity to include (1 info ... 5 critical)"
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
-
-
-def parse_statuses(values: list[str] | None) -> list[str]:
-    """`?status=OPEN&status=ACKNOWLEDGED` or `?status=OPEN,ACKNOWLEDGED` (any case)."""
-    out: list[str] = []
-    for value in values or []:
-        for part in value.split(","):
-            status = part.strip().upper()
-            if not status:
-                continue
-            if status not in ALERT_STATUSES:
-                raise ValidationError(f"unknown status {part.strip()!r}; use {', '.join(ALERT_STATUSES)}",
-                                      field="status")
-            if status not in out:
-                out.append(status)
-    return out
 
 
 def parse_uuid(value: str, field: str) -> uuid.UUID:
@@ -57,18 +40,16 @@ async def list_tenant_alerts(
     offset: Annotated[int, QueryParameter(ge=0)] = 0,
 ) -> AlertPage:
     """The tenant's alerts, newest first, with the total count of matches."""
-    return await list_alerts(tenant_conn, require_tenant(principal), statuses=parse_statuses(status),
-                             severity_min=severity_min, device_id=device_id, limit=limit, offset=offset)
+    return await list_alerts(tenant_conn, require_tenant(principal),
+                             statuses=parse_choices(status, ALERT_STATUSES, "status"), severity_min=severity_min,
+                             device_id=device_id, limit=limit, offset=offset)
 
 
 @get("/{alert_id:str}", summary="Get an alert with its events", responses=error_specs(400, 401, 403, 404))
 async def get_tenant_alert(principal: PrincipalDep, tenant_conn: TenantConnDep,
                            alert_id: Annotated[str, PathParameter(description="the alert's UUID")]) -> AlertWithEvents:
     """One alert and its event history (oldest first). Another tenant's alert id is simply not found."""
-    alert = await get_alert_with_events(tenant_conn, require_tenant(principal), parse_uuid(alert_id, "alert_id"))
-    if alert is None:
-        raise NotFound(f"alert {alert_id} not found", details={"field": "alert_id"})
-    return alert
+    return await alert_answer(tenant_conn, require_tenant(principal), alert_id)
 
 
 AlertIdPath = Annotated[str, PathParameter(description="the alert's UUID")]
@@ -83,11 +64,8 @@ class SilenceRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reason: str | None = None
 
 
-def _actor(principal: Principal) -> str:
-    return principal.email or principal.subject
-
-
-async def _answer(tenant_conn: TenantConnDep, tenant_id: str, alert_id: str) -> AlertWithEvents:
+async def alert_answer(tenant_conn: TenantConnDep, tenant_id: str, alert_id: str) -> AlertWithEvents:
+    """The alert with its events, as an alert route answers; another tenant's alert id is not found."""
     alert = await get_alert_with_events(tenant_conn, tenant_id, parse_uuid(alert_id, "alert_id"))
     if alert is None:
         raise NotFound(f"alert {alert_id} not found", details={"field": "alert_id"})
@@ -100,9 +78,9 @@ async def acknowledge(alert_id: AlertIdPath, principal: PrincipalDep, tenant_con
                       settings: SettingsDep) -> AlertWithEvents:
     """The caller takes the alert: escalation stops, pages not yet sent are cancelled. Only an OPEN alert."""
     tenant_id = require_tenant(principal)
-    await acknowledge_alert(tenant_conn, tenant_id, str(parse_uuid(alert_id, "alert_id")), actor=_actor(principal),
+    await acknowledge_alert(tenant_conn, tenant_id, str(parse_uuid(alert_id, "alert_id")), actor=principal.actor,
                             now=now, base_url=settings.base_url)
-    return await _answer(tenant_conn, tenant_id, alert_id)
+    return await alert_answer(tenant_conn, tenant_id, alert_id)
 
 
 @post("/{alert_id:str}/close", status_code=200, summary="Close an alert",
@@ -114,9 +92,9 @@ async def close(alert_id: AlertIdPath, principal: PrincipalDep, tenant_conn: Ten
     reason = data.reason if data else None
     if reason is not None and len(reason) > 500:
         raise ValidationError("must be at most 500 characters", field="reason")
-    await close_alert(tenant_conn, tenant_id, str(parse_uuid(alert_id, "alert_id")), actor=_actor(principal),
+    await close_alert(tenant_conn, tenant_id, str(parse_uuid(alert_id, "alert_id")), actor=principal.actor,
                       reason=reason, now=now, base_url=settings.base_url)
-    return await _answer(tenant_conn, tenant_id, alert_id)
+    return await alert_answer(tenant_conn, tenant_id, alert_id)
 
 
 @post("/{alert_id:str}/silence", status_code=200, summary="Silence an alert until a time (pauses escalation)",
@@ -128,8 +106,8 @@ async def silence(alert_id: AlertIdPath, data: JSONBody[SilenceRequest], princip
     if data.reason is not None and len(data.reason) > 500:
         raise ValidationError("must be at most 500 characters", field="reason")
     await silence_alert(tenant_conn, tenant_id, str(parse_uuid(alert_id, "alert_id")), until=data.until,
-                        actor=_actor(principal), now=now, reason=data.reason, base_url=settings.base_url)
-    return await _answer(tenant_conn, tenant_id, alert_id)
+                        actor=principal.actor, now=now, reason=data.reason, base_url=settings.base_url)
+    return await alert_answer(tenant_conn, tenant_id, alert_id)
 
 
 @post("/{alert_id:str}/unsilence", status_code=200, summary="End an alert's silence (resumes escalation)",
@@ -137,11 +115,11 @@ async def silence(alert_id: AlertIdPath, data: JSONBody[SilenceRequest], princip
 async def unsilence(alert_id: AlertIdPath, principal: PrincipalDep, tenant_conn: TenantConnDep, now: NowDep,
                     settings: SettingsDep) -> AlertWithEvents:
     tenant_id = require_tenant(principal)
-    await unsilence_alert(tenant_conn, tenant_id, str(parse_uuid(alert_id, "alert_id")), actor=_actor(principal),
+    await unsilence_alert(tenant_conn, tenant_id, str(parse_uuid(alert_id, "alert_id")), actor=principal.actor,
                           now=now, base_url=settings.base_url)
-    return await _answer(tenant_conn, tenant_id, alert_id)
+    return await alert_answer(tenant_conn, tenant_id, alert_id)
 
 
 router = Router(path="/api/v2/alerts", route_handlers=[list_tenant_alerts, get_tenant_alert, acknowledge, close,
                                                        silence, unsilence],
-                guards=[require_roles(*CUSTOMER_ROLES)], security=BEARER, tags=["alerts"])
+                guards=[require_roles(*MEMBER_ROLES)], security=BEARER, tags=["alerts"])

@@ -8,7 +8,6 @@ only; another tenant's ids are simply not found.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -28,36 +27,24 @@ from pulse.alerting.maintenance import (
     require_window,
     update_window,
 )
-from pulse.alerting.queries import AlertWithEvents, get_alert_with_events
+from pulse.alerting.queries import AlertWithEvents
 from pulse.alerting.rule_admin import AlertRule, require_rule
 from pulse.alerting.rule_templates import RuleTemplate, instantiate_template, list_templates, require_template
 from pulse.alerting.service import acknowledge_alert, comment_alert
+from pulse.checks import parse_uuid
 from pulse.errors import Conflict, NotFound, ValidationError
 from pulse.web.audit import AuditPage, list_audit_entries
-from pulse.web.auth import Principal, require_roles
+from pulse.web.auth import require_roles
 from pulse.web.deps import NowDep, PrincipalDep, SettingsDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
 from pulse.web.routes import alerts as alert_routes
+from pulse.web.routes.common import ADMIN, BEARER, MEMBER_ROLES, sent_fields
 
-MEMBER_ROLES = ("customer", "tenant-admin")
-ADMIN = [require_roles("tenant-admin")]
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 BULK_MAX = 500
 
 AlertIdPath = Annotated[str, PathParameter(description="the alert's UUID")]
 WindowIdPath = Annotated[str, PathParameter(description="the maintenance window's UUID")]
 TemplateIdPath = Annotated[str, PathParameter(description="the template's id, e.g. high-temperature")]
-
-
-def _actor(principal: Principal) -> str:
-    return principal.email or principal.subject
-
-
-def _alert_id(value: str, field: str = "alert_id") -> str:
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise ValidationError("must be a UUID", field=field) from None
 
 
 # --- alerts: comments and bulk acknowledge ---------------------------------------------------------------------------
@@ -92,12 +79,9 @@ async def comment_on_alert(alert_id: AlertIdPath, data: JSONBody[CommentCreate],
     """Adds a COMMENTED event (text as its `reason`, the caller as actor) to the alert's history; any status.
     Notifies no one. Answers the alert with its events."""
     tenant_id = require_tenant(principal)
-    alert_id = _alert_id(alert_id)
-    await comment_alert(tenant_conn, tenant_id, alert_id, actor=_actor(principal), comment=data.text, now=now)
-    alert = await get_alert_with_events(tenant_conn, tenant_id, uuid.UUID(alert_id))
-    if alert is None:
-        raise NotFound(f"alert {alert_id} not found", details={"field": "alert_id"})
-    return alert
+    alert_id = parse_uuid(alert_id, "alert_id")
+    await comment_alert(tenant_conn, tenant_id, alert_id, actor=principal.actor, comment=data.text, now=now)
+    return await alert_routes.alert_answer(tenant_conn, tenant_id, alert_id)
 
 
 @post("/alerts/acknowledge", status_code=200, summary="Acknowledge many alerts",
@@ -113,14 +97,14 @@ async def acknowledge_many(data: JSONBody[BulkAcknowledge], principal: Principal
         raise ValidationError(f"give at most {BULK_MAX} alert ids", field="alert_ids")
     ids: list[str] = []
     for i, raw in enumerate(data.alert_ids):
-        alert_id = _alert_id(raw, f"alert_ids[{i}]")
+        alert_id = parse_uuid(raw, f"alert_ids[{i}]")
         if alert_id not in ids:
             ids.append(alert_id)
     results: list[AcknowledgeResult] = []
     for alert_id in ids:
         try:
             async with tenant_conn.begin_nested():
-                await acknowledge_alert(tenant_conn, tenant_id, alert_id, actor=_actor(principal), now=now,
+                await acknowledge_alert(tenant_conn, tenant_id, alert_id, actor=principal.actor, now=now,
                                         base_url=settings.base_url)
         except NotFound:
             results.append(AcknowledgeResult(alert_id=alert_id, result="not_found"))
@@ -217,7 +201,7 @@ async def update_tenant_window(window_id: WindowIdPath, data: JSONBody[WindowUpd
                                tenant_conn: TenantConnDep) -> MaintenanceWindow:
     """Send only what changes; changing `recurrence` needs the fields of the new kind."""
     tenant_id = require_tenant(principal)
-    changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
+    changes = sent_fields(data)
     await update_window(tenant_conn, tenant_id, window_id, changes)
     return await require_window(tenant_conn, tenant_id, window_id)
 

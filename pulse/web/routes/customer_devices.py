@@ -14,44 +14,35 @@ from litestar import Request, Response, Router, delete, get, patch, post, put
 from litestar.params import JSONBody, PathParameter
 from msgspec import UNSET, UnsetType
 
-from pulse.fleet.admin import (
-    MAX_IMPORT_BYTES,
-    Device,
-    DeviceGroup,
-    ImportResult,
-    Site,
-    TagChange,
-    add_group_members,
+from pulse.fleet.admin import Device, DeviceGroup, ImportResult, Site, TagChange
+from pulse.fleet.admin.csv_import import MAX_IMPORT_BYTES, import_devices_csv
+from pulse.fleet.admin.devices import (
     change_tags,
     create_device,
-    create_group,
-    create_site,
     decommission_device,
     delete_device,
-    delete_group,
-    delete_site,
-    import_devices_csv,
-    list_groups,
-    list_sites,
-    require_group,
-    require_site,
     revoke_device_credentials,
     rotate_device_credentials,
-    set_group_members,
     update_device,
-    update_group,
-    update_site,
 )
+from pulse.fleet.admin.groups import (
+    add_group_members,
+    create_group,
+    delete_group,
+    list_groups,
+    require_group,
+    set_group_members,
+    update_group,
+)
+from pulse.fleet.admin.sites import create_site, delete_site, list_sites, require_site, update_site
 from pulse.fleet.schemas import DeviceCredentials
 from pulse.web.auth import require_roles
 from pulse.web.deps import NowDep, PrincipalDep, SettingsDep, TenantConnDep, require_tenant
 from pulse.web.errors import HttpError, error_specs
+from pulse.web.routes.common import ADMIN, BEARER, MEMBER_ROLES, sent_fields
 from pulse.web.routes.devices import MqttAccess, broker_address
 from pulse.web.routes.identity import NO_STORE
 
-READ_ROLES = ("customer", "tenant-admin")
-ADMIN = [require_roles("tenant-admin")]
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 CSV_MEDIA_TYPES = ("text/csv", "application/csv")
 
 DeviceIdPath = Annotated[str, PathParameter(description="the device's id")]
@@ -159,10 +150,6 @@ class GroupList(msgspec.Struct, kw_only=True):
     items: list[DeviceGroup]
 
 
-def _changes(data: msgspec.Struct) -> dict[str, Any]:
-    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
-
-
 def _issued(creds: DeviceCredentials, settings: SettingsDep) -> IssuedCredentials:
     host, port = broker_address(settings)
     return IssuedCredentials(tenant_id=creds.tenant_id, device_id=creds.device_id,
@@ -220,7 +207,7 @@ async def update_tenant_device(device_id: DeviceIdPath, data: JSONBody[DeviceUpd
                                tenant_conn: TenantConnDep, now: NowDep) -> Device:
     """`status` DISABLED makes ingest refuse the device's messages (403 DEVICE_REVOKED) while it keeps its
     credentials; ACTIVE lets it send again."""
-    return await update_device(tenant_conn, require_tenant(principal), device_id, _changes(data), now=now)
+    return await update_device(tenant_conn, require_tenant(principal), device_id, sent_fields(data), now=now)
 
 
 @delete("/devices/{device_id:str}", summary="Delete a decommissioned device", guards=ADMIN,
@@ -287,7 +274,7 @@ async def get_tenant_site(site_id: SiteIdPath, principal: PrincipalDep, tenant_c
 @patch("/sites/{site_id:str}", summary="Change a site", guards=ADMIN, responses=error_specs(400, 401, 403, 404))
 async def update_tenant_site(site_id: SiteIdPath, data: JSONBody[SiteUpdate], principal: PrincipalDep,
                              tenant_conn: TenantConnDep, now: NowDep) -> Site:
-    return await update_site(tenant_conn, require_tenant(principal), site_id, _changes(data), now=now)
+    return await update_site(tenant_conn, require_tenant(principal), site_id, sent_fields(data), now=now)
 
 
 @delete("/sites/{site_id:str}", summary="Delete a site", guards=ADMIN, responses=error_specs(401, 403, 404))
@@ -319,7 +306,7 @@ async def get_tenant_group(group_id: GroupIdPath, principal: PrincipalDep, tenan
        responses=error_specs(400, 401, 403, 404, 409))
 async def update_tenant_group(group_id: GroupIdPath, data: JSONBody[GroupUpdate], principal: PrincipalDep,
                               tenant_conn: TenantConnDep) -> DeviceGroup:
-    return await update_group(tenant_conn, require_tenant(principal), group_id, _changes(data))
+    return await update_group(tenant_conn, require_tenant(principal), group_id, sent_fields(data))
 
 
 @delete("/device-groups/{group_id:str}", summary="Delete a device group", guards=ADMIN,
@@ -350,4 +337,4 @@ router = Router(path="/customer", route_handlers=[
     list_tenant_sites, create_tenant_site, get_tenant_site, update_tenant_site, delete_tenant_site,
     list_tenant_groups, create_tenant_group, get_tenant_group, update_tenant_group, delete_tenant_group,
     replace_tenant_group_members, add_tenant_group_members,
-], guards=[require_roles(*READ_ROLES)], security=BEARER, tags=["devices"])
+], guards=[require_roles(*MEMBER_ROLES)], security=BEARER, tags=["devices"])

@@ -19,7 +19,6 @@ from litestar.response import Stream
 from pulse.db import tenant_tx
 from pulse.errors import NotFound, ValidationError
 from pulse.fleet.queries import (
-    DEVICE_ID_PATTERN,
     DEVICE_SORTS,
     DEVICE_STATES,
     LIFECYCLE_STATUSES,
@@ -32,6 +31,7 @@ from pulse.fleet.queries import (
     list_devices,
     require_device,
 )
+from pulse.fleet.service import DEVICE_ID_RE
 from pulse.fleet.telemetry import (
     HISTORY_DEFAULT_POINTS,
     HISTORY_DEFAULT_RANGE,
@@ -55,9 +55,8 @@ from pulse.fleet.telemetry import (
 from pulse.web.auth import require_roles
 from pulse.web.deps import EngineDep, NowDep, PrincipalDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
+from pulse.web.routes.common import BEARER, MEMBER_ROLES, parse_choices
 
-READ_ROLES = ("customer", "tenant-admin")
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 MAX_TAGS = 20
 MAX_TAG_CHARS = 128
 MAX_QUERY_CHARS = 128
@@ -71,21 +70,6 @@ ToQuery = Annotated[str | None, QueryParameter(name="to", description=f"end (exc
 
 # "+00:00" arrives as " 00:00" when a client forgets to percent-encode the plus sign.
 _LOST_PLUS = re.compile(r" (\d{2}(?::?\d{2})?)$")
-
-
-def parse_choices(values: list[str] | None, allowed: tuple[str, ...], field: str) -> list[str]:
-    """`?x=A&x=B` or `?x=A,B` (any case), each one of `allowed`."""
-    out: list[str] = []
-    for value in values or []:
-        for part in value.split(","):
-            choice = part.strip().upper()
-            if not choice:
-                continue
-            if choice not in allowed:
-                raise ValidationError(f"unknown {field} {part.strip()!r}; use {', '.join(allowed)}", field=field)
-            if choice not in out:
-                out.append(choice)
-    return out
 
 
 def parse_time(value: str | None, field: str) -> datetime | None:
@@ -149,7 +133,7 @@ async def list_fleet_devices(
     offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DevicePage:
     """The tenant's devices, one page at a time, with the total number of matches."""
-    if site_id is not None and not DEVICE_ID_PATTERN.match(site_id):
+    if site_id is not None and not DEVICE_ID_RE.match(site_id):
         raise ValidationError("site_id must be 1-128 characters of A-Z a-z 0-9 . _ : -", field="site_id")
     if q is not None:
         check_text(q, "q", MAX_QUERY_CHARS)
@@ -265,4 +249,4 @@ async def device_telemetry_csv(device_id: DeviceIdPath, principal: PrincipalDep,
 router = Router(path="/api/v2", route_handlers=[
     list_fleet_devices, get_fleet_device, fleet_summary, device_telemetry, device_latest_telemetry,
     device_metric_history, device_telemetry_csv,
-], guards=[require_roles(*READ_ROLES)], security=BEARER, tags=["fleet"])
+], guards=[require_roles(*MEMBER_ROLES)], security=BEARER, tags=["fleet"])

@@ -19,12 +19,11 @@ from pulse.web.auth import require_roles
 from pulse.web.deps import PrincipalDep, require_tenant
 from pulse.web.errors import Unavailable, error_specs
 from pulse.web.live import LiveHub, LiveSocket
+from pulse.web.routes.common import BEARER, MEMBER_ROLES
 from pulse.web.routes.identity import NO_STORE
 
 log = logging.getLogger("pulse.web.live")
 
-CUSTOMER_ROLES = ("customer", "tenant-admin")
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 CLOSE_BAD_TICKET = 4401
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN = 1013
@@ -40,7 +39,7 @@ def hub_of(connection: Any) -> LiveHub | None:
 
 
 @post("/ws/ticket", status_code=200, summary="Get a one-time ticket that opens the live-updates WebSocket",
-      guards=[require_roles(*CUSTOMER_ROLES)], security=BEARER, responses=error_specs(401, 403, 503))
+      guards=[require_roles(*MEMBER_ROLES)], security=BEARER, responses=error_specs(401, 403, 503))
 async def create_live_ticket(request: Request[Any, Any, Any], principal: PrincipalDep) -> Response[LiveTicket]:
     """Open `WS /api/v2/ws?ticket=...` with it within `expires_in` seconds, on this same web process (it is held
     in the process's memory). It can be used once and carries the caller's tenant and roles."""

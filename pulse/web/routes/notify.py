@@ -14,6 +14,7 @@ from litestar import Router, delete, get, patch, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from msgspec import UNSET, UnsetType
 
+from pulse.checks import parse_uuid
 from pulse.db import tenant_tx
 from pulse.notify.queries import (
     MAX_PAGE,
@@ -24,7 +25,6 @@ from pulse.notify.queries import (
     list_channels,
     list_jobs,
     list_routes,
-    parse_uuid,
     require_channel,
     require_job,
     require_route,
@@ -42,10 +42,8 @@ from pulse.notify.service import (
 from pulse.web.auth import require_roles
 from pulse.web.deps import EngineDep, NowDep, PrincipalDep, SettingsDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
+from pulse.web.routes.common import ADMIN, BEARER, MEMBER_ROLES, sent_fields
 
-READ_ROLES = ("customer", "tenant-admin")
-ADMIN = [require_roles("tenant-admin")]
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 TEST_SEND_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 ChannelIdPath = Annotated[str, PathParameter(description="the channel's UUID")]
@@ -198,7 +196,7 @@ async def update_tenant_route(route_id: RouteIdPath, data: JSONBody[RouteUpdate]
                               tenant_conn: TenantConnDep, now: NowDep) -> RoutingRule:
     tenant_id = require_tenant(principal)
     route_id = parse_uuid(route_id, "route_id")
-    changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
+    changes = sent_fields(data)
     await update_route(tenant_conn, tenant_id, route_id, changes, now=now)
     return await require_route(tenant_conn, tenant_id, route_id)
 
@@ -258,4 +256,4 @@ router = Router(path="/customer", route_handlers=[
     list_tenant_channels, create_tenant_channel, get_tenant_channel, update_tenant_channel, delete_tenant_channel,
     test_tenant_channel, list_tenant_routes, create_tenant_route, update_tenant_route, delete_tenant_route,
     list_tenant_jobs, get_tenant_job, list_tenant_dead_letters, replay_tenant_job,
-], guards=[require_roles(*READ_ROLES)], security=BEARER, tags=["notifications"])
+], guards=[require_roles(*MEMBER_ROLES)], security=BEARER, tags=["notifications"])

@@ -27,37 +27,28 @@ from pulse.oncall.policies import (
     set_rule_policy,
     update_policy,
 )
-from pulse.oncall.schedules import (
-    MAX_DAYS,
+from pulse.oncall.schedules.layers import create_layer, delete_layer, update_layer
+from pulse.oncall.schedules.on_call import MAX_DAYS, timeline, user_shifts, who_is_on_call
+from pulse.oncall.schedules.overrides import create_override, delete_override, list_overrides, require_override
+from pulse.oncall.schedules.schedule import (
+    create_schedule,
+    delete_schedule,
+    list_schedules,
+    require_schedule,
+    update_schedule,
+)
+from pulse.oncall.schedules.schemas import (
     OnCallNow,
     Schedule,
     ScheduleDetail,
     ScheduleOverride,
     Timeline,
     UserShifts,
-    create_layer,
-    create_override,
-    create_schedule,
-    delete_layer,
-    delete_override,
-    delete_schedule,
-    list_overrides,
-    list_schedules,
-    require_override,
-    require_schedule,
-    timeline,
-    update_layer,
-    update_schedule,
-    user_shifts,
-    who_is_on_call,
 )
 from pulse.web.auth import require_roles
 from pulse.web.deps import NowDep, PrincipalDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
-
-READ_ROLES = ("customer", "tenant-admin")
-ADMIN = [require_roles("tenant-admin")]
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
+from pulse.web.routes.common import ADMIN, BEARER, MEMBER_ROLES, sent_fields
 
 PolicyIdPath = Annotated[str, PathParameter(description="the escalation policy's UUID")]
 ScheduleIdPath = Annotated[str, PathParameter(description="the schedule's UUID")]
@@ -145,10 +136,6 @@ def parse_time(value: str, field: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValidationError("must carry a UTC offset (Z or +HH:MM)", field=field)
     return parsed.astimezone(UTC)
-
-
-def _actor(principal: Any) -> str:
-    return str(principal.email or principal.subject)
 
 
 # --- escalation policies ---------------------------------------------------------------------------------------------
@@ -262,7 +249,7 @@ async def update_schedule_layer(schedule_id: ScheduleIdPath, layer_id: LayerIdPa
                                 principal: PrincipalDep, tenant_conn: TenantConnDep, now: NowDep) -> ScheduleDetail:
     """Only the fields sent change; `position` moves the layer, the others shifting. Answers the whole schedule."""
     tenant_id = require_tenant(principal)
-    changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
+    changes = sent_fields(data)
     await update_layer(tenant_conn, tenant_id, schedule_id, layer_id, changes, now=now)
     return await require_schedule(tenant_conn, tenant_id, schedule_id)
 
@@ -298,7 +285,7 @@ async def create_schedule_override(schedule_id: ScheduleIdPath, data: JSONBody[O
     tenant_id = require_tenant(principal)
     override_id = await create_override(tenant_conn, tenant_id, schedule_id, user_id=data.user_id,
                                         starts_at=data.starts_at, ends_at=data.ends_at, reason=data.reason,
-                                        created_by=_actor(principal), now=now)
+                                        created_by=principal.actor, now=now)
     return await require_override(tenant_conn, tenant_id, schedule_id, override_id)
 
 
@@ -341,4 +328,4 @@ router = Router(path="/customer", route_handlers=[
     update_tenant_schedule, delete_tenant_schedule, create_schedule_layer, update_schedule_layer,
     delete_schedule_layer, list_schedule_overrides, create_schedule_override, delete_schedule_override,
     get_schedule_on_call, get_schedule_timeline, get_user_shifts,
-], guards=[require_roles(*READ_ROLES)], security=BEARER, tags=["on-call"])
+], guards=[require_roles(*MEMBER_ROLES)], security=BEARER, tags=["on-call"])

@@ -14,13 +14,15 @@ import msgspec
 from litestar import Router, get
 from litestar.params import QueryParameter
 
+from pulse.checks import check_no_nul
 from pulse.errors import ValidationError
-from pulse.fleet.operator import MAX_OFFSET, check_filter
+from pulse.fleet.operator.common import MAX_OFFSET
 from pulse.ingest.envelope import Reason
 from pulse.ingest.queries import QuarantineCount, QuarantineEvent, list_quarantine_counts, list_quarantine_events
 from pulse.web.auth import require_roles
 from pulse.web.errors import error_specs
 from pulse.web.routes import operator_system, operator_tenants
+from pulse.web.routes.common import BEARER
 from pulse.web.routes.operator_audit import (
     OPERATOR_DEPENDENCIES,
     OPERATOR_ROLES,
@@ -28,7 +30,6 @@ from pulse.web.routes.operator_audit import (
     operator_audit_middleware,
 )
 
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 REASONS = tuple(r.value for r in Reason)
 
 
@@ -60,7 +61,7 @@ async def quarantine_events(operator_conn: OperatorConnDep,
                             reason: ReasonQuery = None, since: TimeQuery = None, until: TimeQuery = None,
                             limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
                             offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0) -> EventPage:
-    items, total = await list_quarantine_events(operator_conn, tenant_id=check_filter(tenant_id, "tenant_id"),
+    items, total = await list_quarantine_events(operator_conn, tenant_id=check_no_nul(tenant_id, "tenant_id"),
                                                 reason=_reason(reason), since=since, until=until, limit=limit,
                                                 offset=offset)
     return EventPage(items=items, total=total, limit=limit, offset=offset)
@@ -72,7 +73,7 @@ async def quarantine_counters(operator_conn: OperatorConnDep,
                               tenant_id: Annotated[str | None, QueryParameter(max_length=63)] = None,
                               reason: ReasonQuery = None, since: TimeQuery = None,
                               until: TimeQuery = None) -> CountList:
-    items = await list_quarantine_counts(operator_conn, tenant_id=check_filter(tenant_id, "tenant_id"),
+    items = await list_quarantine_counts(operator_conn, tenant_id=check_no_nul(tenant_id, "tenant_id"),
                                          reason=_reason(reason), since=since, until=until)
     totals: dict[str, int] = {}
     for c in items:

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.db import operator_tx
 from pulse.errors import Forbidden, PulseError
-from pulse.fleet.operator import write_operator_audit
+from pulse.fleet.operator.audit import write_operator_audit
 from pulse.fleet.service import TENANT_ID_RE
 from pulse.web.auth import Principal, authenticate_connection
 from pulse.web.context import context_of, engine_of
@@ -88,7 +88,7 @@ async def _write(conn: AsyncConnection, request: Request[Any, Any, Any], princip
     if status is not None and status >= 400:
         details["error"] = {"status": status}
     await write_operator_audit(
-        conn, actor=principal.email or principal.subject, roles=sorted(principal.roles),
+        conn, actor=principal.actor, roles=sorted(principal.roles),
         action=f"{request.method} {request.scope.get('path_template') or request.url.path}",
         tenant_id=_tenant_of(request, note), resource=request.url.path[:MAX_DETAIL_CHARS],
         ip=request.client.host if request.client else None,

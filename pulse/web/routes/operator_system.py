@@ -7,21 +7,11 @@ from typing import Annotated
 from litestar import get
 from litestar.params import QueryParameter
 
-from pulse.fleet.operator import (
-    ALERT_STATUSES,
-    MAX_OFFSET,
-    MAX_PAGE,
-    AlertPage,
-    DevicePage,
-    OperatorAuditPage,
-    SystemHealth,
-    get_system_health,
-    list_fleet_alerts,
-    list_fleet_devices,
-    list_operator_audit,
-    parse_statuses,
-    parse_time,
-)
+from pulse.fleet.operator import AlertPage, DevicePage, OperatorAuditPage, SystemHealth
+from pulse.fleet.operator.audit import list_operator_audit
+from pulse.fleet.operator.common import MAX_OFFSET, MAX_PAGE, parse_statuses, parse_time
+from pulse.fleet.operator.health import get_system_health
+from pulse.fleet.operator.listings import ALERT_STATUSES, list_fleet_alerts, list_fleet_devices
 from pulse.web.auth import require_roles
 from pulse.web.deps import NowDep
 from pulse.web.errors import error_specs

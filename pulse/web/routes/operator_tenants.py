@@ -14,13 +14,9 @@ from litestar import get, patch, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from msgspec import UNSET, UnsetType
 
-from pulse.fleet.operator import (
-    MAX_OFFSET,
-    MAX_PAGE,
-    Subscription,
-    SubscriptionPage,
-    Tenant,
-    TenantPage,
+from pulse.fleet.operator import Subscription, SubscriptionPage, Tenant, TenantPage
+from pulse.fleet.operator.common import MAX_OFFSET, MAX_PAGE
+from pulse.fleet.operator.tenants import (
     create_subscription,
     list_subscriptions,
     list_tenants,
@@ -34,6 +30,7 @@ from pulse.fleet.operator import (
 )
 from pulse.web.deps import NowDep, PrincipalDep
 from pulse.web.errors import error_specs
+from pulse.web.routes.common import sent_fields
 from pulse.web.routes.operator_audit import AuditDep, AuditNote, OperatorConnDep, is_operator_admin
 
 TenantIdPath = Annotated[str, PathParameter(description="the tenant's id", max_length=63)]
@@ -80,10 +77,6 @@ class SubscriptionUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     description: str | UnsetType | None = UNSET
 
 
-def _sent(data: msgspec.Struct) -> dict[str, Any]:
-    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
-
-
 def _note_changes(audit: AuditNote, changes: dict[str, Any]) -> None:
     audit.changes = msgspec.to_builtins(changes)
 
@@ -122,7 +115,7 @@ async def update_one_tenant(tenant_id: TenantIdPath, data: JSONBody[TenantUpdate
                             principal: PrincipalDep, audit: AuditDep, now: NowDep) -> Tenant:
     """`status: SUSPENDED` makes ingest refuse every device of the tenant (SUBSCRIPTION_SUSPENDED) from the commit on;
     `ACTIVE` lets them back. Setting or leaving DELETED needs operator-admin."""
-    changes = _sent(data)
+    changes = sent_fields(data)
     _note_changes(audit, changes)
     return await update_tenant(operator_conn, tenant_id, changes, now=now, may_delete=is_operator_admin(principal))
 
@@ -160,7 +153,7 @@ async def update_one_subscription(subscription_id: SubscriptionIdPath, data: JSO
                                   operator_conn: OperatorConnDep, audit: AuditDep, now: NowDep) -> Subscription:
     """A status change reaches ingest at commit: devices of a SUSPENDED subscription are refused with
     SUBSCRIPTION_SUSPENDED, of an EXPIRED one with SUBSCRIPTION_EXPIRED."""
-    changes = _sent(data)
+    changes = sent_fields(data)
     _note_changes(audit, changes)
     audit.tenant_id = (await require_subscription(operator_conn, subscription_id)).tenant_id
     return await update_subscription(operator_conn, subscription_id, changes, now=now)

@@ -16,38 +16,39 @@ from msgspec import UNSET, UnsetType
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.errors import Forbidden, NotFound
-from pulse.oncall.people import (
+from pulse.oncall.people.contacts import (
     ContactMethod,
+    create_contact_method,
+    delete_contact_method,
+    list_contact_methods,
+    require_contact_method,
+    update_contact_method,
+)
+from pulse.oncall.people.paging import (
     NotificationRule,
     PagingStep,
-    User,
     UserDetail,
-    create_contact_method,
     create_notification_rule,
-    create_user_in_tenant,
-    deactivate_user,
-    delete_contact_method,
     delete_notification_rule,
     get_paging_plan,
-    get_user_for_subject,
-    list_contact_methods,
     list_notification_rules,
-    list_users,
-    require_contact_method,
     require_notification_rule,
-    require_user,
     require_user_detail,
-    update_contact_method,
     update_notification_rule,
+)
+from pulse.oncall.people.users import (
+    User,
+    create_user_in_tenant,
+    deactivate_user,
+    get_user_for_subject,
+    list_users,
+    require_user,
     update_user,
 )
 from pulse.web.auth import Principal, require_roles
 from pulse.web.deps import NowDep, PrincipalDep, SettingsDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
-
-READ_ROLES = ("customer", "tenant-admin")
-ADMIN = [require_roles("tenant-admin")]
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
+from pulse.web.routes.common import ADMIN, BEARER, MEMBER_ROLES
 
 UserIdPath = Annotated[str, PathParameter(description="the user's UUID")]
 ContactIdPath = Annotated[str, PathParameter(description="the contact method's UUID")]
@@ -302,4 +303,4 @@ router = Router(path="/customer", route_handlers=[
     list_tenant_users, create_tenant_user, get_tenant_user, update_tenant_user, deactivate_tenant_user, get_me,
     get_user_paging_plan, list_user_contacts, create_user_contact, get_user_contact, update_user_contact,
     delete_user_contact, list_user_rules, create_user_rule, get_user_rule, update_user_rule, delete_user_rule,
-], guards=[require_roles(*READ_ROLES)], security=BEARER, tags=["people"])
+], guards=[require_roles(*MEMBER_ROLES)], security=BEARER, tags=["people"])

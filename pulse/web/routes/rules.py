@@ -27,10 +27,7 @@ from pulse.alerting.rule_admin import (
 from pulse.web.auth import require_roles
 from pulse.web.deps import NowDep, PrincipalDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
-
-READ_ROLES = ("customer", "tenant-admin")
-ADMIN = [require_roles("tenant-admin")]
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
+from pulse.web.routes.common import ADMIN, BEARER, MEMBER_ROLES, sent_fields
 
 RuleIdPath = Annotated[str, PathParameter(description="the rule's UUID")]
 
@@ -103,7 +100,7 @@ async def update_tenant_rule(rule_id: RuleIdPath, data: JSONBody[AlertRuleUpdate
                              tenant_conn: TenantConnDep, now: NowDep) -> AlertRule:
     """Send only what changes; changing `rule_type` needs a `definition` of the new type."""
     tenant_id = require_tenant(principal)
-    changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not UNSET}
+    changes = sent_fields(data)
     await update_rule(tenant_conn, tenant_id, rule_id, changes, now=now)
     return await require_rule(tenant_conn, tenant_id, rule_id)
 
@@ -116,4 +113,4 @@ async def delete_tenant_rule(rule_id: RuleIdPath, principal: PrincipalDep, tenan
 
 router = Router(path="/customer/alert-rules", route_handlers=[
     list_tenant_rules, create_tenant_rule, get_tenant_rule, update_tenant_rule, delete_tenant_rule,
-], guards=[require_roles(*READ_ROLES)], security=BEARER, tags=["alert rules"])
+], guards=[require_roles(*MEMBER_ROLES)], security=BEARER, tags=["alert rules"])
