@@ -17,15 +17,13 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from bench.ingest import drop_database, new_database, percentile, stop_process
+from bench.ingest import drop_database, new_database, percentile, start_pulse, stop_process
 
 TENANT = "bench-escalate"
 POLL_S = 0.02
@@ -59,13 +57,6 @@ async def prepare(url: str) -> None:
                                json.dumps([target]))
     finally:
         await conn.close()
-
-
-def start_escalate(url: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    env.update({"PULSE_DATABASE_URL": url, "PULSE_HEALTH_PORT": "0", "PULSE_LOG_LEVEL": "warning"})
-    return subprocess.Popen([sys.executable, "-m", "pulse", "escalate"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
 
 
 async def open_alerts(url: str, total: int, per_minute: float) -> None:
@@ -120,7 +111,7 @@ async def main() -> None:
     proc = None
     try:
         await prepare(url)
-        proc = start_escalate(url)
+        proc = start_pulse("escalate", url)
         await asyncio.sleep(3)
         watcher = asyncio.create_task(watch(url, 2 * total, args.duration + 120))
         await open_alerts(url, total, args.rate)

@@ -137,6 +137,14 @@ def start_ingest(url: str, port: int, workers: int, group: str, health_port: int
     return proc, log
 
 
+def start_pulse(command: str, url: str, **settings: str) -> subprocess.Popen[bytes]:
+    """`pulse <command>` against `url`, quiet, on a free health port; `settings` are extra PULSE_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env.update({"PULSE_DATABASE_URL": url, "PULSE_HEALTH_PORT": "0", "PULSE_LOG_LEVEL": "warning", **settings})
+    return subprocess.Popen([sys.executable, "-m", "pulse", command], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
 def stop_process(proc: subprocess.Popen[Any]) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

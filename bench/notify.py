@@ -18,14 +18,12 @@ import json
 import multiprocessing as mp
 import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.ingest import drop_database, free_port, new_database, percentile, stop_process
+from bench.ingest import drop_database, free_port, new_database, percentile, start_pulse, stop_process
 
 TENANT = "bench-notify"
 SECRET = secrets.token_hex(16)
@@ -102,14 +100,6 @@ async def open_alerts(url: str, n: int, *, per_tx: int = 200, start: int = 0) ->
         await engine.dispose()
 
 
-def start_deliver(url: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    env.update({"PULSE_DATABASE_URL": url, "PULSE_ALLOW_PRIVATE_URLS": "loopback", "PULSE_HEALTH_PORT": "0",
-                "PULSE_LOG_LEVEL": "warning"})
-    return subprocess.Popen([sys.executable, "-m", "pulse", "deliver"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-
-
 async def wait_count(counter: Any, expected: int, timeout: float) -> float:
     start = time.monotonic()
     while counter.value < expected and time.monotonic() - start < timeout:
@@ -137,14 +127,14 @@ async def main() -> None:
             t0 = time.monotonic()
             await open_alerts(url, args.drain)
             queued_s = time.monotonic() - t0
-            proc = start_deliver(url)
+            proc = start_pulse("deliver", url, PULSE_ALLOW_PRIVATE_URLS="loopback")
             drain_s = await wait_count(count, args.drain, 600)
             stop_process(proc)
             result = {"mode": "drain", "jobs": args.drain, "queue_s": round(queued_s, 1),
                       "drain_s_incl_start": round(drain_s, 2), "received": count.value,
                       "deliveries_per_s": round(count.value / drain_s)}
         else:
-            proc = start_deliver(url)
+            proc = start_pulse("deliver", url, PULSE_ALLOW_PRIVATE_URLS="loopback")
             await asyncio.sleep(2)
             total = int(args.rate * args.duration / 60)
             interval = 60 / args.rate

@@ -7,6 +7,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -136,6 +137,15 @@ def run_pulse(*args: str, env: dict[str, str] | None = None, timeout: float = 60
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "pulse", *args], env=full_env, capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def start_pulse(command: str, url: str, **settings: str) -> subprocess.Popen[bytes]:
+    """`pulse <command>` against `url` in test mode, quiet, on a free health port; `settings`: more PULSE_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env.update({"PULSE_DATABASE_URL": url, "PULSE_ENV": "test", "PULSE_HEALTH_PORT": "0",
+                "PULSE_LOG_LEVEL": "warning", **settings})
+    return subprocess.Popen([sys.executable, "-m", "pulse", command], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture

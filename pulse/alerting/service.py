@@ -103,14 +103,15 @@ async def raise_alert(conn: AsyncConnection, signal: AlertSignal, *, now: dateti
 async def _start_escalation(conn: AsyncConnection, tenant_id: str, alert_id: Any, policy_id: str | None,
                             now: datetime) -> None:
     """Give a new alert its escalation state (rule policy, else tenant default); level 1 due after its delay."""
-    await conn.execute(text(
+    started = await conn.execute(text(
         "UPDATE alerts a SET escalation_policy_id = p.policy_id, escalation_level = 0, escalation_repeat = 0, "
         "  next_escalation_at = CAST(:now AS timestamptz) + make_interval(mins => l.delay_minutes) "
         "FROM escalation_policies p JOIN escalation_levels l ON l.policy_id = p.policy_id AND l.position = 1 "
         "WHERE a.alert_id = :a AND p.tenant_id = :t AND p.policy_id = coalesce(CAST(:policy AS uuid), "
         "  (SELECT policy_id FROM escalation_policies WHERE tenant_id = :t AND is_default))"),
         {"a": alert_id, "t": tenant_id, "policy": policy_id, "now": now})
-    await conn.execute(text(f"NOTIFY {ESCALATIONS_CHANNEL}"))
+    if started.rowcount:
+        await conn.execute(text(f"NOTIFY {ESCALATIONS_CHANNEL}"))
 
 
 MAX_SILENCE = timedelta(days=30)

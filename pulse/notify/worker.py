@@ -150,7 +150,9 @@ class Deliverer:
         try:
             secrets = open_secrets(self.settings.secret_key_bytes, job.secrets_context, job.secrets_encrypted)
             if job.contact_id is not None:
-                target = contact_channel(job.channel_type, job.address or "", secrets, self.settings)
+                # building the target validates it, which resolves host names: not on the event loop
+                target = await asyncio.to_thread(contact_channel, job.channel_type, job.address or "", secrets,
+                                                 self.settings)
                 return await channels.send(target.channel_type, job.message, target.config, target.secrets,
                                            delivery_id=job.idempotency_key, http=self.http, allow=target.allow)
             return await channels.send(job.channel_type, job.message, job.config, secrets,

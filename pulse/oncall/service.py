@@ -74,11 +74,10 @@ async def next_due_at(conn: AsyncConnection) -> datetime | None:
 
 async def _fire_step(conn: AsyncConnection, alert: Any, now: datetime, *, actor: str, base_url: str) -> None:
     levels = (await conn.execute(text(
-        "SELECT position, delay_minutes, targets FROM escalation_levels WHERE policy_id = :p ORDER BY position"),
+        "SELECT p.name, p.repeat_count, l.delay_minutes, l.targets FROM escalation_policies p "
+        "JOIN escalation_levels l ON l.policy_id = p.policy_id WHERE p.policy_id = :p ORDER BY l.position"),
         {"p": alert.escalation_policy_id})).all()
-    policy = (await conn.execute(text("SELECT name, repeat_count FROM escalation_policies WHERE policy_id = :p"),
-                                 {"p": alert.escalation_policy_id})).first()
-    if not levels or policy is None:
+    if not levels:
         await conn.execute(text("UPDATE alerts SET next_escalation_at = NULL WHERE alert_id = :a"),
                            {"a": alert.alert_id})
         return
@@ -88,7 +87,7 @@ async def _fire_step(conn: AsyncConnection, alert: Any, now: datetime, *, actor:
     level = levels[level_no - 1]
     if level_no < len(levels):
         next_delay: int | None = levels[level_no].delay_minutes
-    elif repeat < policy.repeat_count:
+    elif repeat < levels[0].repeat_count:
         next_delay = levels[0].delay_minutes
     else:
         next_delay = None
@@ -106,7 +105,7 @@ async def _fire_step(conn: AsyncConnection, alert: Any, now: datetime, *, actor:
     targets = level.targets if isinstance(level.targets, list) else []
     found = await _resolve(conn, alert.tenant_id, targets, now, level_no)
     step = f"level {level_no}" + (f" (repeat {repeat})" if repeat else "")
-    event_id = await record_event(conn, alert, "ESCALATED", actor=actor, reason=f"{step} of policy '{policy.name}'",
+    event_id = await record_event(conn, alert, "ESCALATED", actor=actor, reason=f"{step} of policy '{levels[0].name}'",
                                   details={"level": level_no, "repeat": repeat, "targets": targets,
                                            "paged_users": [r.user_id for r in found.recipients],
                                            "channels": found.channels, "unresolved": found.unresolved},
@@ -165,7 +164,8 @@ async def _page(conn: AsyncConnection, alert: Any, recipient: Recipient, *, now:
     user = (await conn.execute(text(
         "SELECT email, display_name, is_active FROM users WHERE tenant_id = :t AND user_id::text = :u"),
         {"t": alert.tenant_id, "u": recipient.user_id})).first()
-    plan = await get_paging_plan(conn, alert.tenant_id, recipient.user_id, alert.severity) if user else []
+    plan = (await get_paging_plan(conn, alert.tenant_id, recipient.user_id, alert.severity)
+            if user is not None and user.is_active else [])
     contacts = [{"contact_id": str(p.contact_id), "kind": p.kind, "delay_minutes": p.delay_minutes} for p in plan]
     reason = recipient.reason
     if user is None:

@@ -5,16 +5,9 @@ X-Pulse-Delivery key the receiver can de-duplicate by."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import threading
-import time
 from collections import Counter
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,47 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pulse.alerting.service import AlertSignal, raise_alert
 from pulse.db import system_tx
 from pulse.settings import Settings
-from tests.notify.test_delivery import _setup
+from tests.conftest import start_pulse
+from tests.notify.test_delivery import Receiver, _setup
 
 JOBS = 120
-
-
-class SlowReceiver:
-    """Answers 200 after 50 ms, so a deliverer always has sends in flight; counts deliveries by key."""
-
-    def __init__(self) -> None:
-        self.keys: Counter[str] = Counter()
-        lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                time.sleep(0.05)
-                with lock:
-                    outer.keys[self.headers.get("X-Pulse-Delivery", "")] += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 256  # both deliverers connect 50 at a time
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-def _start(database_url: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    env.update({"PULSE_DATABASE_URL": database_url, "PULSE_ENV": "test", "PULSE_HEALTH_PORT": "0",
-                "PULSE_ALLOW_PRIVATE_URLS": "loopback", "PULSE_DELIVER_LEASE_S": "5", "PULSE_DELIVER_RETRY_BASE_S": "1",
-                "PULSE_LOG_LEVEL": "warning"})
-    return subprocess.Popen([sys.executable, "-m", "pulse", "deliver"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
 
 
 async def _statuses(engine: AsyncEngine, tenant_id: str) -> Counter[str]:
@@ -73,10 +29,12 @@ async def _statuses(engine: AsyncEngine, tenant_id: str) -> Counter[str]:
 
 async def test_kill_9_of_one_deliverer_mid_batch_loses_nothing(engine: AsyncEngine, settings: Settings,
                                                                database_url: str) -> None:
-    receiver = SlowReceiver()
+    receiver = Receiver(delay_s=0.05)  # a deliverer always has sends in flight
     try:
         tenant, device = await _setup(engine, settings, receiver.url)
-        twins = [_start(database_url), _start(database_url)]
+        settings_env = {"PULSE_ALLOW_PRIVATE_URLS": "loopback", "PULSE_DELIVER_LEASE_S": "5",
+                        "PULSE_DELIVER_RETRY_BASE_S": "1"}
+        twins = [start_pulse("deliver", database_url, **settings_env) for _ in range(2)]
         try:
             await asyncio.sleep(2.0)
             async with system_tx(engine) as conn:  # in one commit, so both deliverers claim batches at once
@@ -110,8 +68,9 @@ async def test_kill_9_of_one_deliverer_mid_batch_loses_nothing(engine: AsyncEngi
             keys = {r[0] for r in await conn.execute(text(
                 "SELECT idempotency_key FROM notification_jobs WHERE tenant_id = :t"), {"t": tenant.tenant_id})}
         assert statuses == Counter({"DELIVERED": len(keys)}), statuses
-        assert set(receiver.keys) == keys  # every job reached the receiver
-        repeats = sum(n - 1 for n in receiver.keys.values())
+        received = Counter(headers["x-pulse-delivery"] for headers, _ in receiver.requests)
+        assert set(received) == keys  # every job reached the receiver
+        repeats = sum(n - 1 for n in received.values())
         assert repeats <= in_flight["IN_PROGRESS"]  # only sends the killed process had in hand came twice
     finally:
         receiver.server.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,9 +29,10 @@ FAST = RetryPolicy(base_s=0.05, cap_s=1.0, jitter=0.0)
 
 
 class Receiver:
-    """A webhook endpoint that answers from a script of (status, headers[, body]), then 200 with `default_body`."""
+    """A webhook endpoint that answers from a script of (status, headers[, body]), then 200 with `default_body`,
+    each answer after `delay_s`."""
 
-    def __init__(self, default_body: bytes = b"") -> None:
+    def __init__(self, default_body: bytes = b"", delay_s: float = 0.0) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.script: list[tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]] = []
         self.lock = threading.Lock()
@@ -39,6 +41,8 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if delay_s:
+                    time.sleep(delay_s)
                 with outer.lock:
                     outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
                     status, headers, *rest = outer.script.pop(0) if outer.script else (200, {})
@@ -53,7 +57,10 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # deliverers connect up to 50 at a time each
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import asyncpg
@@ -18,19 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pulse.alerting.service import AlertSignal, raise_alert
 from pulse.db import system_tx
 from pulse.settings import Settings
-from tests.conftest import make_device, make_tenant
+from tests.conftest import make_device, make_tenant, start_pulse
 from tests.oncall.test_escalation import SECRET, _contact, _policy, _user
 
 ALERTS = 150
 LEVELS = 3
-
-
-def _start(database_url: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    env.update({"PULSE_DATABASE_URL": database_url, "PULSE_ENV": "test", "PULSE_HEALTH_PORT": "0",
-                "PULSE_LOG_LEVEL": "warning"})
-    return subprocess.Popen([sys.executable, "-m", "pulse", "escalate"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
 
 
 def _local_ports(pid: int) -> list[int]:
@@ -74,7 +64,7 @@ async def test_a_killed_escalator_neither_skips_nor_repeats_a_level(engine: Asyn
     await _contact(engine, settings, tenant, user, "WEBHOOK", "http://127.0.0.1:9/unused", {"secret": SECRET})
     await _policy(engine, tenant, [(0, [{"type": "user", "id": user}])] * LEVELS)  # all due at once
     devices = [await make_device(engine, tenant) for _ in range(ALERTS)]
-    twins = [_start(database_url), _start(database_url)]
+    twins = [start_pulse("escalate", database_url) for _ in range(2)]
     try:
         await asyncio.sleep(2.0)  # both listening
         assert all(p.poll() is None for p in twins)
