@@ -1,13 +1,16 @@
-"""Two real `pulse escalate` processes on one database, one killed with SIGKILL while steps are being fired:
-every level of every alert pages exactly once, none is skipped."""
+"""Escalation with real processes. Two `pulse escalate` on one database, one killed with SIGKILL mid-step:
+every level of every alert pages exactly once, none is skipped. And one alert followed from opening through
+`pulse escalate` and `pulse deliver` to the on-call person's webhook."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from sqlalchemy import text
@@ -15,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.alerting.service import AlertSignal, raise_alert
 from pulse.db import system_tx
+from pulse.notify.channels.webhook import verify_signature
 from pulse.settings import Settings
 from tests.conftest import make_device, make_tenant, start_pulse
 from tests.oncall.test_escalation import SECRET, _contact, _policy, _user
@@ -104,3 +108,49 @@ async def test_a_killed_escalator_neither_skips_nor_repeats_a_level(engine: Asyn
     assert len(per_alert) == ALERTS
     wrong = [(r.alert_id, r.pages, r.jobs) for r in per_alert if list(r.pages) != [1, 2, 3] or r.jobs != LEVELS]
     assert wrong == []
+
+
+async def test_an_opened_alert_pages_the_on_call_person_through_real_processes(
+        engine: AsyncEngine, settings: Settings, database_url: str, receiver: Any) -> None:
+    """Alert opened → `pulse escalate` resolves the schedule → `pulse deliver` posts the page to the person's
+    webhook contact method, signed, within seconds."""
+    tenant = await make_tenant(engine)
+    device = await make_device(engine, tenant)
+    ana, ben = await _user(engine, tenant, "ana"), await _user(engine, tenant, "ben")
+    await _contact(engine, settings, tenant, ben, "WEBHOOK", receiver.url, {"secret": SECRET})
+    async with system_tx(engine) as conn:
+        schedule = str((await conn.execute(text(
+            "INSERT INTO oncall_schedules (tenant_id, name, timezone) VALUES (:t, 'ops', 'UTC') "
+            "RETURNING schedule_id::text"), {"t": tenant.tenant_id})).scalar_one())
+        await conn.execute(text(  # a daily rotation of one: ben is on call whenever this runs
+            "INSERT INTO oncall_layers (tenant_id, schedule_id, position, name, rotation_type, rotation_start, "
+            "  handoff_time, participants) VALUES (:t, CAST(:s AS uuid), 1, 'Primary', 'DAILY', '2026-01-01', "
+            "  '00:00', CAST(:p AS uuid[]))"), {"t": tenant.tenant_id, "s": schedule, "p": [ben]})
+    await _policy(engine, tenant, [(0, [{"type": "schedule", "id": schedule}]), (30, [{"type": "user", "id": ana}])])
+    processes = [start_pulse("escalate", database_url),
+                 start_pulse("deliver", database_url, PULSE_ALLOW_PRIVATE_URLS="loopback")]
+    try:
+        await asyncio.sleep(2.0)
+        async with system_tx(engine) as conn:
+            alert = await raise_alert(conn, AlertSignal(
+                tenant_id=tenant.tenant_id, fingerprint=f"RULE:e2e:{device}", alert_type="THRESHOLD", severity=5,
+                title="boiler pressure", summary="pressure too high", device_id=device), now=datetime.now(UTC))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while loop.time() < deadline and not receiver.requests:
+            await asyncio.sleep(0.05)
+        assert all(p.poll() is None for p in processes)
+    finally:
+        for p in processes:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=20)
+    [(headers, body)] = receiver.requests
+    page = json.loads(body)
+    assert page["event"] == "PAGED" and page["alert"]["alert_id"] == alert.alert_id
+    assert verify_signature(SECRET, headers["x-pulse-timestamp"], body, headers["x-pulse-signature"],
+                            now=datetime.now(UTC))
+    async with system_tx(engine) as conn:
+        paged = (await conn.execute(text(
+            "SELECT details FROM alert_events WHERE alert_id = CAST(:a AS uuid) AND kind = 'PAGED'"),
+            {"a": alert.alert_id})).scalar_one()
+    assert paged["user_id"] == ben and paged["via"]["schedule_id"] == schedule
