@@ -1,5 +1,5 @@
 # Pulse: the two set-up commands are `make run` and `make test` (see README.md).
-.PHONY: run test lint unit
+.PHONY: run test lint unit faults security
 
 run:
 	@scripts/bootstrap.sh
@@ -17,3 +17,15 @@ lint:
 	.venv/bin/ruff check --output-format concise pulse tests migrations bench
 	.venv/bin/mypy pulse
 	.venv/bin/lint-imports
+
+# Fault injection (restarts PostgreSQL and brokers, kills processes): bounded, loopback only.
+faults:
+	@scripts/bootstrap.sh test
+	@scripts/services.sh
+	PULSE_FAULTS=1 .venv/bin/python -m pytest -q tests/faults
+
+# Security suite: cross-tenant matrix, MQTT ACL matrix, JWT attacks, SSRF, fuzzing, schemathesis.
+security:
+	@scripts/bootstrap.sh test
+	@scripts/services.sh
+	.venv/bin/python -m pytest -q tests/security

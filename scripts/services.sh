@@ -31,3 +31,7 @@ fi
 port_open 1883 || { echo "Mosquitto is not answering on 127.0.0.1:1883" >&2; exit 1; }
 
 command -v snmptrapd >/dev/null || [ -x /usr/sbin/snmptrapd ] || apt_install snmptrapd
+# Deployment tests run requests through Debian's caddy and pgbouncer; browser tests drive Debian's chromium.
+command -v caddy >/dev/null || apt_install caddy
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
+command -v chromium >/dev/null || apt_install chromium
