@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pulse.alerting.maintenance import MaintenanceCache, devices_in_maintenance, silent_since_maintenance
+from pulse.alerting.partitions import partition_of, partition_sql
 from pulse.alerting.rules import (
     RULE_TYPES,
     SEVERITY_NAMES,
@@ -38,6 +40,7 @@ from pulse.errors import ValidationError
 log = logging.getLogger("pulse.evaluate")
 
 DeviceKey = tuple[str, str]
+Owns = Callable[[str, str], bool]
 CHUNK = 500
 GAP_CHECK_EVERY = timedelta(seconds=10)
 """How often GAP rules are checked for devices that send nothing (gaps are at least 60 s)."""
@@ -184,11 +187,13 @@ class Evaluator:
             if closed:
                 self.alerts_closed += 1
 
-    async def check_gaps(self, now: datetime, *, paused: bool = False, grace_from: datetime | None = None) -> None:
+    async def check_gaps(self, now: datetime, *, paused: bool = False, grace_from: datetime | None = None,
+                         owns: Owns | None = None) -> None:
         """Open and close GAP alerts for every tenant, at most every GAP_CHECK_EVERY: one query per GAP rule.
 
         This runs without new data (a silent device wakes nobody). While ingest is down (`paused`) nothing is
-        judged; after it came back (`grace_from`), no gap opens until a whole gap has passed since.
+        judged; after it came back (`grace_from`), no gap opens until a whole gap has passed since. With `owns`,
+        only the devices it accepts (this instance's partitions) are judged.
         """
         if paused or (self.gaps_checked_at is not None and now - self.gaps_checked_at < GAP_CHECK_EVERY):
             return
@@ -201,7 +206,8 @@ class Evaluator:
                 span = _gap_span(rule, d)
                 may_open = grace_from is None or now - grace_from >= span
                 async with system_tx(self.engine) as conn:
-                    changes = await gap_changes(conn, rule, d.metric, now - span)
+                    changes = [c for c in await gap_changes(conn, rule, d.metric, now - span)
+                               if owns is None or owns(rule.tenant_id, c.device_id)]
                     held = await self.maintenance.devices_in_maintenance(
                         conn, rule.tenant_id, [c.device_id for c in changes if not c.has_recent], now)
                     for change in changes:
@@ -234,6 +240,14 @@ class Evaluator:
             triggered_at=now, escalation_policy_id=rule.escalation_policy_id), now=now, base_url=self.base_url)
         if result.kind == "OPENED":
             self.alerts_opened += 1
+
+    def forget_devices(self, owns: Owns) -> None:
+        """Drop the in-memory windows (for_seconds) of devices this instance no longer evaluates."""
+        tenant_of = {r.rule_id: r.tenant_id for rs in self.rules_by_tenant.values() for r in rs}
+        for key in list(self.pending_since):
+            tenant_id = tenant_of.get(key[0])
+            if tenant_id is None or not owns(tenant_id, key[1]):
+                del self.pending_since[key]
 
     def due_pending(self, now: datetime) -> set[DeviceKey]:
         """Devices whose for_seconds window has run out since their last evaluation."""
@@ -289,42 +303,78 @@ async def _mark_online(conn: AsyncConnection, tenant_id: str, device_ids: list[s
     await notify_device_states(conn, [(tenant_id, d, "ONLINE") for d in changed], changed_at=now)
 
 
+# Each ONLINE/STALE device's status at :now from its silence (since its last message, or since ingest came back);
+# `due_at` is when it would next change if nothing is heard. Only devices whose status changes need their partition.
+_LIVENESS = """
+WITH timing AS (
+  SELECT ds.tenant_id, ds.device_id, ds.status AS old, d.site_id, t.no_heartbeat_alert_on, ds.last_seen_at,
+    coalesce(d.heartbeat_interval_s, t.heartbeat_interval_s) AS iv,
+    GREATEST(ds.last_seen_at, :grace) + make_interval(secs => coalesce(d.heartbeat_interval_s,
+      t.heartbeat_interval_s) * t.stale_after_intervals) AS stale_at,
+    GREATEST(ds.last_seen_at, :grace) + make_interval(secs => coalesce(d.heartbeat_interval_s,
+      t.heartbeat_interval_s) * t.offline_after_intervals) AS offline_at
+  FROM device_state ds JOIN devices d USING (tenant_id, device_id) JOIN tenants t USING (tenant_id)
+  WHERE d.status = 'ACTIVE' AND ds.last_seen_at IS NOT NULL AND ds.status IN ('ONLINE', 'STALE')),
+next AS (
+  SELECT *, CASE WHEN :now >= offline_at THEN 'OFFLINE' WHEN :now >= stale_at THEN 'STALE' ELSE 'ONLINE' END AS status,
+    CASE WHEN :now < stale_at THEN stale_at WHEN :now < offline_at THEN offline_at END AS due_at
+  FROM timing),
+changed AS (
+  UPDATE device_state ds SET status = next.status, last_state_change_at = :now FROM next
+  WHERE ds.tenant_id = next.tenant_id AND ds.device_id = next.device_id AND next.status <> next.old{owned_change}
+  RETURNING next.*),
+hist AS (INSERT INTO device_state_history (tenant_id, device_id, status, previous_status, changed_at)
+  SELECT tenant_id, device_id, status, old, :now FROM changed),
+soon AS (SELECT min(due_at) FILTER (WHERE CASE WHEN due_at < :horizon THEN {owned_soon} ELSE false END) AS next_due
+  FROM next)
+SELECT c.*, soon.next_due FROM soon LEFT JOIN changed c ON true
+"""
+NEXT_DUE_HORIZON = timedelta(seconds=2)
+"""How far ahead a liveness pass looks for the next device to change (the evaluator runs a pass then)."""
+
+
+@dataclass(frozen=True)
+class LivenessResult:
+    transitions: list[tuple[str, str, str]]  # (tenant_id, device_id, new status)
+    next_due: datetime | None  # the earliest change within NEXT_DUE_HORIZON if nothing is heard meanwhile
+
+
 async def liveness_pass(conn: AsyncConnection, now: datetime, *, base_url: str = "",
-                        grace_from: datetime | None = None) -> list[tuple[str, str, str]]:
+                        grace_from: datetime | None = None, partitions: AbstractSet[int] | None = None
+                        ) -> LivenessResult:
     """Move silent devices ONLINE → STALE → OFFLINE, record each transition, raise/clear NO_HEARTBEAT alerts.
+
+    Only devices in `partitions` change (None: every device; empty: none). The partition is computed only for
+    devices whose status would change or is due soon, so a partial owner's pass costs about what a full one does.
 
     A device in a maintenance window gets no NO_HEARTBEAT alert; one still silent when its window ends gets it then.
 
     Silence is counted from the later of the device's last message and `grace_from` (when ingest came back
-    after an outage: devices get their full interval to be heard again). Returns the transitions as
-    (tenant_id, device_id, new_status).
+    after an outage: devices get their full interval to be heard again). Returns the transitions and when the next
+    one is due, so the caller can run the next pass right then instead of up to a cadence later.
     """
-    rows = (await conn.execute(text(
-        "WITH next AS ("
-        "  SELECT ds.tenant_id, ds.device_id, ds.status AS old, d.site_id, t.no_heartbeat_alert_on, "
-        "    coalesce(d.heartbeat_interval_s, t.heartbeat_interval_s) AS iv, ds.last_seen_at, "
-        "    CASE WHEN :now - GREATEST(ds.last_seen_at, :grace) >= make_interval(secs => "
-        "              coalesce(d.heartbeat_interval_s, t.heartbeat_interval_s) * t.offline_after_intervals) "
-        "         THEN 'OFFLINE' "
-        "         WHEN :now - GREATEST(ds.last_seen_at, :grace) >= make_interval(secs => "
-        "              coalesce(d.heartbeat_interval_s, t.heartbeat_interval_s) * t.stale_after_intervals) "
-        "         THEN 'STALE' ELSE 'ONLINE' END AS status "
-        "  FROM device_state ds JOIN devices d USING (tenant_id, device_id) JOIN tenants t USING (tenant_id) "
-        "  WHERE d.status = 'ACTIVE' AND ds.last_seen_at IS NOT NULL AND ds.status IN ('ONLINE', 'STALE')), "
-        "changed AS ("
-        "  UPDATE device_state ds SET status = next.status, last_state_change_at = :now FROM next "
-        "  WHERE ds.tenant_id = next.tenant_id AND ds.device_id = next.device_id AND next.status <> next.old "
-        "  RETURNING next.*), "
-        "hist AS (INSERT INTO device_state_history (tenant_id, device_id, status, previous_status, changed_at) "
-        "  SELECT tenant_id, device_id, status, old, :now FROM changed) "
-        "SELECT * FROM changed"), {"now": now, "grace": grace_from or datetime.min.replace(tzinfo=UTC)})).all()
+    if partitions is not None and not partitions:
+        return LivenessResult([], None)
+    owned = "true" if partitions is None else (
+        f"{partition_sql('next.tenant_id', 'next.device_id')} = ANY(CAST(:parts AS int[]))")
+    sql = _LIVENESS.format(owned_change="" if partitions is None else
+                           f" AND CASE WHEN next.status <> next.old THEN {owned} ELSE false END", owned_soon=owned)
+    params: dict[str, Any] = {"now": now, "grace": grace_from or datetime.min.replace(tzinfo=UTC),
+                              "horizon": now + NEXT_DUE_HORIZON}
+    if partitions is not None:
+        params["parts"] = sorted(partitions)
+    result = (await conn.execute(text(sql), params)).all()
+    rows = [r for r in result if r.device_id is not None]
+    next_due: datetime | None = result[0].next_due if result else None
     await notify_device_states(conn, [(r.tenant_id, r.device_id, r.status) for r in rows], changed_at=now)
     due: list[Any] = [r for r in rows if not (r.no_heartbeat_alert_on == "NEVER"
                                               or (r.no_heartbeat_alert_on == "OFFLINE" and r.status != "OFFLINE"))]
     held = {t: await devices_in_maintenance(conn, t, [r.device_id for r in due if r.tenant_id == t], now)
             for t in {r.tenant_id for r in due}}  # no alert for a device in a maintenance window
     due = [r for r in due if r.device_id not in held[r.tenant_id]]
-    for r in [*due, *await silent_since_maintenance(conn, now)]:  # + silences that outlasted their window
+    outlasted = [s for s in await silent_since_maintenance(conn, now)  # silences that outlasted their window
+                 if partitions is None or partition_of(s.tenant_id, s.device_id) in partitions]
+    for r in [*due, *outlasted]:
         silent_s = int((now - r.last_seen_at).total_seconds())
         await raise_alert(conn, AlertSignal(
             tenant_id=r.tenant_id, fingerprint=f"NO_HEARTBEAT:{r.device_id}", alert_type="NO_HEARTBEAT",
@@ -332,4 +382,4 @@ async def liveness_pass(conn: AsyncConnection, now: datetime, *, base_url: str =
             summary=f"no message from {r.device_id} for {silent_s} s (heartbeat interval {r.iv} s)",
             device_id=r.device_id, site_id=r.site_id, value={"status": r.status, "silent_s": silent_s},
             triggered_at=now), now=now, base_url=base_url)
-    return [(r.tenant_id, r.device_id, r.status) for r in rows]
+    return LivenessResult([(r.tenant_id, r.device_id, r.status) for r in rows], next_due)

@@ -14,6 +14,7 @@ would page for the whole fleet about a fault of our own. Ingest workers beat eve
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,7 +22,7 @@ import prometheus_client
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pulse.alerting.evaluator import liveness_pass
+from pulse.alerting.evaluator import LivenessResult, liveness_pass
 from pulse.ingest.heartbeat import BEAT_EVERY_S
 
 GONE_AFTER = timedelta(seconds=3 * BEAT_EVERY_S)
@@ -55,12 +56,14 @@ async def ingest_state(conn: AsyncConnection, now: datetime) -> IngestState:
     return IngestState(known=row.known > 0, ready=row.ready > 0, ready_since=row.since, detail=row.detail or "")
 
 
-async def guarded_liveness(conn: AsyncConnection, now: datetime, *, base_url: str = ""
-                           ) -> tuple[IngestState, list[tuple[str, str, str]] | None]:
-    """Run the liveness pass unless ingest is down; returns the ingest state and the transitions (None: paused)."""
+async def guarded_liveness(conn: AsyncConnection, now: datetime, *, base_url: str = "",
+                           partitions: AbstractSet[int] | None = None
+                           ) -> tuple[IngestState, LivenessResult | None]:
+    """Run the liveness pass (over `partitions`, None: all) unless ingest is down; returns the ingest state and the
+    pass's result (None: paused)."""
     state = await ingest_state(conn, now)
     PAUSED.set(1 if state.paused else 0)
     if state.paused:
         return state, None
     return state, await liveness_pass(conn, now, base_url=base_url,
-                                      grace_from=state.ready_since if state.known else None)
+                                      grace_from=state.ready_since if state.known else None, partitions=partitions)

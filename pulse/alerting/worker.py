@@ -1,10 +1,15 @@
-"""`pulse evaluate`: wakes on ingest's per-batch NOTIFY, evaluates those devices, runs liveness each second."""
+"""`pulse evaluate`: wakes on ingest's per-batch NOTIFY, evaluates those devices, runs liveness each second.
+
+Several instances share the devices by partition (pulse.alerting.partitions): each evaluates only the devices of
+the partitions it holds, and catches up on a partition's recent devices when it gains one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -13,8 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.alerting.evaluator import DeviceKey, Evaluator
 from pulse.alerting.guard import guarded_liveness
+from pulse.alerting.lag import WakeupLag
+from pulse.alerting.partitions import PARTITIONS, PartitionOwner, partition_sql
 from pulse.clock import Clock, SystemClock
 from pulse.db import connect_raw, system_tx
+from pulse.ingest.heartbeat import instance_name
 from pulse.runtime import TRANSIENT_DB_ERRORS, Backoff, wait_or_stop, worker_context
 from pulse.settings import Settings
 
@@ -24,8 +32,12 @@ TELEMETRY_CHANNEL = "pulse_telemetry"
 RULES_CHANNEL = "pulse_rules_changed"
 RULES_REFRESH = timedelta(seconds=30)
 LIVENESS_EVERY = timedelta(seconds=1)
+LIVENESS_MIN_GAP = timedelta(seconds=0.2)
+"""A pass runs every LIVENESS_EVERY, and sooner when a device is due to change (never twice within the gap)."""
 CATCH_UP = timedelta(minutes=10)
 RECONNECT_MARGIN = timedelta(seconds=5)
+MAX_BATCH = 2000
+"""Devices evaluated per loop turn at most; the rest wait for the next turn, so rounds and liveness stay on time."""
 
 
 def parse_wakeup(payload: str) -> list[DeviceKey]:
@@ -53,9 +65,11 @@ class Wakeups:
         self.pending: set[DeviceKey] = set()
         self.wake = asyncio.Event()
         self.rules_dirty = asyncio.Event()
+        self.lag = WakeupLag()
 
     def _on_telemetry(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.pending.update(parse_wakeup(payload))
+        self.lag.woke()
         self.wake.set()
 
     def _on_rules(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
@@ -80,11 +94,26 @@ class Wakeups:
             await self.conn.close()
 
 
-async def _changed_since(engine: AsyncEngine, since: datetime) -> set[DeviceKey]:
+async def _changed_since(engine: AsyncEngine, since: datetime, partitions: AbstractSet[int]) -> set[DeviceKey]:
+    """Devices of these partitions whose state changed after `since` (what a listener may have missed)."""
+    if not partitions:
+        return set()
+    sql = "SELECT tenant_id, device_id FROM device_state WHERE updated_at > :since"
+    params: dict[str, object] = {"since": since}
+    if len(partitions) < PARTITIONS:
+        sql += f" AND {partition_sql()} = ANY(CAST(:parts AS int[]))"
+        params["parts"] = sorted(partitions)
     async with system_tx(engine) as conn:
-        rows = await conn.execute(text("SELECT tenant_id, device_id FROM device_state WHERE updated_at > :since"),
-                                  {"since": since})
-        return {(r[0], r[1]) for r in rows}
+        return {(r[0], r[1]) for r in await conn.execute(text(sql), params)}
+
+
+def _take_batch(queue: dict[DeviceKey, None], owner: PartitionOwner) -> list[DeviceKey]:
+    """This turn's devices: the first MAX_BATCH owned ones in arrival order; devices of other partitions are
+    dropped (their owner evaluates them) and the rest stay queued, oldest first."""
+    owned = [k for k in queue if owner.owns(*k)]
+    queue.clear()
+    queue.update(dict.fromkeys(owned[MAX_BATCH:]))
+    return owned[:MAX_BATCH]
 
 
 async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = None) -> int:
@@ -92,33 +121,67 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
     async with worker_context("evaluate", settings, stop) as ctx:
         evaluator = Evaluator(ctx.engine, base_url=settings.base_url)
         wakeups = Wakeups(settings.require_database_url())
+        owner = PartitionOwner(settings.require_database_url(), instance_name("evaluate", "pulse-evaluate"),
+                               round_s=settings.evaluate_rebalance_s)
         backoff = Backoff(ctx.health)
-        heard_until = clock.now() - CATCH_UP  # devices that spoke while no evaluator listened are evaluated
+
+        async def partitions_check() -> tuple[bool, str]:
+            return True, f"owns {len(owner.owned)} of {PARTITIONS} partitions, {owner.live} evaluator(s) live"
+
+        ctx.health.ready_checks["partitions"] = partitions_check
+        round_every = timedelta(seconds=settings.evaluate_rebalance_s)
+        catch_up: set[int] = set()  # partitions gained whose recent devices are still to be evaluated
+        queue: dict[DeviceKey, None] = {}  # devices to evaluate, in arrival order (an ordered set)
+        heard_until = clock.now()
         rules_loaded_at = clock.now() - RULES_REFRESH
-        last_liveness = clock.now() - LIVENESS_EVERY
+        next_liveness = clock.now()
+        rebalanced_at: datetime | None = None
         paused = False
-        log.info("evaluator starting")
+        log.info("evaluator starting", extra={"instance": owner.instance})
         try:
             while not stop.is_set():
-                batch: set[DeviceKey] = set()
+                batch: list[DeviceKey] = []
                 try:
                     now = clock.now()
                     if await wakeups.ensure():
-                        wakeups.pending |= await _changed_since(ctx.engine, heard_until - RECONNECT_MARGIN)
+                        wakeups.pending |= await _changed_since(ctx.engine, heard_until - RECONNECT_MARGIN,
+                                                                owner.owned)
                         wakeups.rules_dirty.set()
                     if wakeups.rules_dirty.is_set() or now - rules_loaded_at >= RULES_REFRESH:
                         wakeups.rules_dirty.clear()
                         await evaluator.load_rules()
                         rules_loaded_at = now
-                    batch = wakeups.pending | evaluator.due_pending(now)
+                    if rebalanced_at is None or now - rebalanced_at >= round_every:
+                        rebalanced_at = now
+                        before = owner.owned
+                        try:
+                            await owner.rebalance(ctx.engine, now)
+                        finally:
+                            catch_up = (catch_up | (owner.owned - before)) & owner.owned
+                            if before - owner.owned:
+                                evaluator.forget_devices(owner.owns)
+                            if owner.owned - before:
+                                evaluator.gaps_checked_at = None  # judge the gained devices' gaps soon
+                    if catch_up:  # a gained partition: its devices heard within CATCH_UP are evaluated first
+                        wakeups.pending |= await _changed_since(ctx.engine, now - CATCH_UP, catch_up)
+                        catch_up = set()
+                    queue.update(dict.fromkeys([*wakeups.pending, *evaluator.due_pending(now)]))
                     wakeups.pending.clear()
+                    taken = wakeups.lag.take()
+                    batch = _take_batch(queue, owner)
                     if batch:
                         await evaluator.evaluate_devices(batch, now)
-                    if now - last_liveness >= LIVENESS_EVERY:
+                    wakeups.lag.done(taken if batch else None, len(queue))
+                    if now >= next_liveness and owner.owned:
                         async with system_tx(ctx.engine) as conn:
-                            state, _ = await guarded_liveness(conn, now, base_url=settings.base_url)
+                            state, result = await guarded_liveness(conn, now, base_url=settings.base_url,
+                                                                   partitions=None if owner.owns_all else owner.owned)
+                        next_liveness = now + LIVENESS_EVERY
+                        if result is not None and result.next_due is not None:
+                            next_liveness = max(now + LIVENESS_MIN_GAP, min(next_liveness, result.next_due))
                         await evaluator.check_gaps(now, paused=state.paused,
-                                                   grace_from=state.ready_since if state.known else None)
+                                                   grace_from=state.ready_since if state.known else None,
+                                                   owns=None if owner.owns_all else owner.owns)
                         if state.paused != paused:
                             paused = state.paused
                             if paused:
@@ -127,15 +190,17 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                             else:
                                 log.warning("ingest is back: device liveness resumed, silence counted from %s",
                                             state.ready_since)
-                        last_liveness = now
                     heard_until = now
                 except TRANSIENT_DB_ERRORS as exc:
-                    wakeups.pending |= batch  # evaluate these again once the database answers
+                    queue = {**dict.fromkeys(batch), **queue}  # evaluate these first once the database answers
                     await backoff.failed(exc, stop)
                     continue
                 backoff.ok()
-                if not wakeups.pending:
-                    await wait_or_stop(stop, wakeups.wake, min(settings.evaluate_poll_ms / 1000, 1.0))
+                if not wakeups.pending and not queue:
+                    until_liveness = (next_liveness - clock.now()).total_seconds()
+                    await wait_or_stop(stop, wakeups.wake,
+                                       max(0.0, min(settings.evaluate_poll_ms / 1000, 1.0, until_liveness)))
         finally:
+            await owner.close(ctx.engine, clock.now())
             await wakeups.close()
     return 0

@@ -1,0 +1,186 @@
+"""The evaluation benchmark's fleet and load: tenants, devices and rules in a fresh database, and MQTT publisher
+processes that send steady telemetry, scheduled breaches and fall silent on schedule (bench/evaluate.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+BREACH_VALUE = 150
+THRESHOLD_RULES = 16  # rule k < 16 is a threshold on metric m{k} (breaches hit these); the rest never fire
+BREACH_SEQ_BASE = 10**12  # breach messages carry seq BREACH_SEQ_BASE + their index (never a steady message's seq)
+BREACH_HOLD_S = 5.0
+"""After a breach its device leaves the breached metric out of steady messages this long, so that a steady value
+committed in the same ingest batch cannot replace the breach before the evaluator sees it (rules judge the latest
+values)."""
+
+Device = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Breach:
+    at_s: float  # seconds after publishing starts
+    tenant_id: str
+    device_id: str
+    metric: int  # k: breaches rule k (metric m{k})
+    seq: int
+
+
+@dataclass
+class LoadPlan:
+    devices: list[Device]
+    breaches: list[Breach]
+    silent: list[Device]
+    silence_at_s: float
+    rule_metric: dict[str, int] = field(default_factory=dict)  # rule_id -> k
+
+
+def rule_definitions(rules: int) -> list[tuple[str, dict[str, Any]]]:
+    """`rules` rules per tenant: thresholds on m0..m15 (GT/GTE, some with hysteresis), then MULTI (all / any), RATE
+    and ANOMALY rules whose conditions steady telemetry (values 40-59) never meets."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for k in range(rules):
+        if k < THRESHOLD_RULES:
+            d: dict[str, Any] = {"metric": f"m{k}", "op": "GT" if k % 2 else "GTE", "value": 100}
+            if k % 4 == 0:
+                d["clear_value"] = 90
+            out.append(("THRESHOLD", d))
+        elif k % 4 == 0:
+            out.append(("MULTI", {"match": "all", "conditions": [{"metric": "m16", "op": "GT", "value": 100},
+                                                                 {"metric": "m17", "op": "GT", "value": 100}]}))
+        elif k % 4 == 1:
+            out.append(("MULTI", {"match": "any", "conditions": [{"metric": "m16", "op": "LT", "value": 0},
+                                                                 {"metric": "m17", "op": "LT", "value": 0}]}))
+        elif k % 4 == 2:
+            out.append(("RATE", {"metric": "m18", "op": "GT", "value": 1000, "window_seconds": 60}))
+        else:
+            out.append(("ANOMALY", {"metric": "m19", "window_seconds": 300, "z_threshold": 6, "min_samples": 10}))
+    return out
+
+
+async def prepare_fleet(url: str, tenants: int, per_tenant: int, rules: int, silent_interval_s: int,
+                        plan: LoadPlan) -> None:
+    """Tenants bench-0… with `per_tenant` devices d0… each, `rules` rules each; silent devices get their own
+    (short) heartbeat interval. Fills plan.rule_metric."""
+    conn = await asyncpg.connect(url)
+    try:
+        for t in range(tenants):
+            tenant = f"bench-{t}"
+            await conn.execute("INSERT INTO tenants (tenant_id, name, no_heartbeat_alert_on) "
+                               "VALUES ($1, $1, 'STALE')", tenant)
+            sub = await conn.fetchval("INSERT INTO subscriptions (tenant_id, kind, device_limit) "
+                                      "VALUES ($1, 'MAIN', $2) RETURNING subscription_id", tenant, per_tenant)
+            await conn.execute("INSERT INTO devices (tenant_id, device_id, subscription_id) "
+                               "SELECT $1, 'd' || i, $2 FROM generate_series(0, $3 - 1) i", tenant, sub, per_tenant)
+            await conn.execute("INSERT INTO device_state (tenant_id, device_id) SELECT $1, 'd' || i "
+                               "FROM generate_series(0, $2 - 1) i", tenant, per_tenant)
+            for k, (rule_type, definition) in enumerate(rule_definitions(rules)):
+                rule_id = await conn.fetchval(
+                    "INSERT INTO alert_rules (tenant_id, name, rule_type, severity, definition) "
+                    "VALUES ($1, $2, $3, $4, $5::jsonb) RETURNING rule_id::text",
+                    tenant, f"rule {k}", rule_type, 1 + k % 5, json.dumps(definition))
+                plan.rule_metric[rule_id] = k
+        for tenant, device in plan.silent:
+            await conn.execute("UPDATE devices SET heartbeat_interval_s = $3 WHERE tenant_id = $1 AND device_id = $2",
+                               tenant, device, silent_interval_s)
+    finally:
+        await conn.close()
+
+
+def make_plan(tenants: int, per_tenant: int, duration_s: float, breach_rate: float, silent: int,
+              warmup_s: float, seed: int = 1) -> LoadPlan:
+    """Who breaches when (each device at most once, after the warm-up) and who falls silent (halfway)."""
+    rng = random.Random(seed)
+    devices = [(f"bench-{t}", f"d{i}") for t in range(tenants) for i in range(per_tenant)]
+    shuffled = rng.sample(devices, len(devices))
+    quiet, loud = shuffled[:silent], shuffled[silent:]
+    count = min(len(loud), int(max(0.0, duration_s - warmup_s - 2) * breach_rate))
+    breaches = [Breach(warmup_s + i / breach_rate, t, d, rng.randrange(THRESHOLD_RULES), BREACH_SEQ_BASE + i)
+                for i, (t, d) in enumerate(loud[:count])]
+    return LoadPlan(devices=devices, breaches=breaches, silent=quiet, silence_at_s=max(warmup_s, duration_s / 2))
+
+
+def _steady(round_no: int, device_index: int, skip: int = -1) -> str:
+    """A steady message's metrics: two of m0..m19 per message, in turn, values 40-59 (nothing breaches)."""
+    a, b = round_no % 20, (round_no + 1) % 20
+    pairs = [(a, 40 + (round_no * 7 + device_index) % 20), (b, 40 + (round_no * 3 + device_index) % 20)]
+    return "{" + ",".join(f'"m{k}":{v}' for k, v in pairs if k != skip) + "}"
+
+
+def _publisher(index: int, port: int, devices: list[Device], rate: float, duration: float, breaches: list[Breach],
+               silent: list[Device], silence_at: float, result: Any) -> None:
+    """One publisher process: its own MQTT connection, QoS 1, steady telemetry round robin at `rate` msg/s, its
+    breaches at their time, its silent devices quiet from `silence_at`. Reports when each breach was published."""
+    import gmqtt
+
+    async def main() -> None:
+        client = gmqtt.Client(f"bench-eval-pub-{index}-{secrets.token_hex(3)}")
+        await client.connect("127.0.0.1", port)
+        storage = client._persistent_storage
+        quiet = set(silent)
+        held: dict[Device, tuple[int, float]] = {}  # device -> (breached metric, left out until)
+        sent = turn = done = 0
+        published: list[tuple[int, float]] = []
+        n = len(devices)
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < duration:
+            ts = datetime.now(UTC).isoformat()
+            while done < len(breaches) and breaches[done].at_s <= elapsed:
+                b = breaches[done]
+                client.publish(f"tenant/{b.tenant_id}/device/{b.device_id}/telemetry",
+                               f'{{"ts":"{ts}","seq":{b.seq},"metrics":{{"m{b.metric}":{BREACH_VALUE}}}}}', qos=1)
+                published.append((b.seq, time.time()))
+                held[(b.tenant_id, b.device_id)] = (b.metric, elapsed + BREACH_HOLD_S)
+                done += 1
+            due = int(elapsed * rate) - sent
+            room = 900 - len(storage._messages)  # stay under the broker's Receive Maximum (1,000 in flight)
+            if due <= 0 or room <= 0:
+                await asyncio.sleep(0.002)
+                continue
+            for _ in range(min(due, room, 500)):
+                tenant, device = devices[turn % n]
+                round_no, turn = turn // n, turn + 1
+                if elapsed >= silence_at and (tenant, device) in quiet:
+                    continue
+                skip, until = held.get((tenant, device), (-1, 0.0))
+                metrics = _steady(round_no, turn % n, skip if elapsed < until else -1)
+                client.publish(f"tenant/{tenant}/device/{device}/telemetry",
+                               f'{{"ts":"{ts}","seq":{round_no},"metrics":{metrics}}}', qos=1)
+                sent += 1
+            await asyncio.sleep(0)
+        for _ in range(600):
+            if storage.is_empty:
+                break
+            await asyncio.sleep(0.05)
+        result.put({"sent": sent + done, "published": published, "unacked": len(storage._messages)})
+        await client.disconnect()
+
+    asyncio.run(main())
+
+
+def publish(port: int, plan: LoadPlan, rate: float, duration: float, processes: int) -> dict[str, Any]:
+    """Run the publisher processes to the end; devices (and their breaches) are split between them."""
+    ctx = mp.get_context("spawn")
+    result: Any = ctx.Queue()
+    shares = [plan.devices[i::processes] for i in range(processes)]
+    owner = {d: i for i, share in enumerate(shares) for d in share}
+    procs = [ctx.Process(target=_publisher, args=(
+        i, port, shares[i], rate / processes, duration,
+        [b for b in plan.breaches if owner[(b.tenant_id, b.device_id)] == i],
+        [d for d in plan.silent if owner[d] == i], plan.silence_at_s, result)) for i in range(processes)]
+    for p in procs:
+        p.start()
+    reports = [result.get(timeout=duration + 120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    return {"sent": sum(r["sent"] for r in reports), "unacked": sum(r["unacked"] for r in reports),
+            "published": dict(x for r in reports for x in r["published"])}
