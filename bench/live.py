@@ -75,7 +75,8 @@ async def start_web(env: dict[str, str], base: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("pulse web did not answer /healthz")
 
 
-async def access_token(env: dict[str, str]) -> str:
+async def access_token(env: dict[str, str], tenant_id: str = TENANT) -> str:
+    """A customer's access token for `tenant_id`, signed with the key `pulse web` publishes."""
     from pulse.db import create_engine, system_tx
     from pulse.fleet.keys import get_active_signing_key, sign_jwt
     from pulse.settings import Settings
@@ -90,7 +91,7 @@ async def access_token(env: dict[str, str]) -> str:
     now = int(time.time())
     return sign_jwt(key, kid, {"iss": settings.issuer, "aud": settings.jwt_audience, "sub": "bench",
                                "iat": now, "nbf": now, "exp": now + 3600, "roles": ["customer"],
-                               "tenant_id": TENANT})
+                               "tenant_id": tenant_id})
 
 
 class Client:

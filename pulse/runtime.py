@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.db import create_engine
+from pulse.pool_metrics import watch_pool
 from pulse.settings import Settings
 
 log = logging.getLogger("pulse.runtime")
@@ -116,6 +117,7 @@ async def worker_context(process_type: str, settings: Settings, stop: asyncio.Ev
     """Engine + health endpoint (with a database readiness check) for one worker process."""
     engine = create_engine(settings.require_database_url(), pool_size=settings.database_pool_size,
                            application_name=f"pulse-{process_type}")
+    watch_pool(engine, f"pulse-{process_type}")
     health = Health(process_type)
 
     async def db_ready() -> tuple[bool, str]:

@@ -39,7 +39,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pulse.clock import Clock, SystemClock
 from pulse.db import system_tx
-from pulse.fleet.maintenance import cleanup_quarantine, cleanup_system_metrics, maintain_telemetry_partitions
+from pulse.fleet.lifecycle import run_lifecycle
+from pulse.fleet.maintenance import (
+    cleanup_quarantine,
+    cleanup_system_metrics,
+    maintain_telemetry_partitions,
+    rollup_quarantine_counters,
+)
+from pulse.fleet.system_metrics import record_tenant_activity, sample_system_metrics
+from pulse.reports.service import run_daily_reports
 from pulse.runtime import worker_context
 from pulse.settings import Settings
 
@@ -48,12 +56,15 @@ log = logging.getLogger("pulse.schedule")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 SHUTDOWN_GRACE_S = 30.0
+QUIET_BELOW = timedelta(minutes=1)
 _ERROR_MAX = 2000
 
 JOB_RUNS = prometheus_client.Counter("pulse_schedule_job_runs", "Scheduled job attempts by outcome",
                                      ["job", "status"])
 JOB_SECONDS = prometheus_client.Histogram("pulse_schedule_job_seconds", "Duration of executed scheduled jobs",
                                           ["job"])
+LAST_SUCCESS = prometheus_client.Gauge("pulse_schedule_last_success_timestamp_seconds",
+                                       "When this process last ran the job successfully (Unix time)", ["job"])
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,29 @@ async def _system_metrics_cleanup(ctx: JobContext) -> str:
     return f"deleted {await cleanup_system_metrics(ctx.conn, now=ctx.now)} system metric row(s)"
 
 
+async def _system_metrics(ctx: JobContext) -> str:
+    return f"{len(await sample_system_metrics(ctx.conn, now=ctx.now))} metric(s) sampled"
+
+
+async def _tenant_activity(ctx: JobContext) -> str:
+    hour = ctx.now.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    return f"{await record_tenant_activity(ctx.conn, hour_start=hour)} tenant(s) active in the hour from {hour:%H:%M}"
+
+
+async def _quarantine_rollup(ctx: JobContext) -> str:
+    return f"folded {await rollup_quarantine_counters(ctx.conn, now=ctx.now)} per-minute counter row(s) into hours"
+
+
+async def _sla_reports_daily(ctx: JobContext) -> str:
+    made, failed = await run_daily_reports(ctx.engine, now=ctx.now)
+    return f"{made} daily SLA report(s) made, {failed} failed"
+
+
+async def _subscription_lifecycle(ctx: JobContext) -> str:
+    run = await run_lifecycle(ctx.conn, now=ctx.now, expire_after_days=ctx.settings.subscription_expire_after_days)
+    return run.summary()
+
+
 # The job table. A new periodic job is one entry here (a body taking JobContext, and its period).
 JOBS: tuple[Job, ...] = (
     Job("telemetry_partitions", every=timedelta(hours=1), offset=timedelta(minutes=2), run_at_start=True,
@@ -114,6 +148,12 @@ JOBS: tuple[Job, ...] = (
         body=_quarantine_cleanup),
     Job("system_metrics_cleanup", every=timedelta(days=1), offset=timedelta(hours=3, minutes=20),
         body=_system_metrics_cleanup),
+    Job("subscription_lifecycle", every=timedelta(minutes=10), offset=timedelta(minutes=1),
+        body=_subscription_lifecycle),
+    Job("sla_reports_daily", every=timedelta(hours=1), offset=timedelta(minutes=20), body=_sla_reports_daily),
+    Job("system_metrics", every=timedelta(seconds=5), body=_system_metrics),
+    Job("tenant_activity", every=timedelta(hours=1), offset=timedelta(minutes=2), body=_tenant_activity),
+    Job("quarantine_rollup", every=timedelta(hours=1), offset=timedelta(minutes=40), body=_quarantine_rollup),
 )
 
 _RECORD = text(
@@ -152,12 +192,15 @@ async def run_job(engine: AsyncEngine, job: Job, settings: Settings, *, covers: 
             except Exception as exc:  # a failing job is recorded and logged; the scheduler goes on
                 error = _describe(exc)
                 log.exception("job failed", extra={"job": job.name})
-            else:
-                log.info("job done: %s", summary, extra={"job": job.name})
+            else:  # jobs that run every few seconds report at debug level, or they would flood the log
+                log.log(logging.DEBUG if job.every < QUIET_BELOW else logging.INFO, "job done: %s", summary,
+                        extra={"job": job.name})
             JOB_SECONDS.labels(job.name).observe(clock.monotonic() - mono)
             status = FAILED if error else OK
             await conn.execute(_RECORD, {"name": job.name, "started": started, "finished": clock.now(),
                                          "status": status, "error": error})
+        if status == OK:  # committed with its record
+            LAST_SUCCESS.labels(job.name).set(started.timestamp())
         return _count(job, status)
     except Exception as exc:  # the transaction itself broke (database gone): record it if we still can
         log.exception("job transaction failed", extra={"job": job.name})

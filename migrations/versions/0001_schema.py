@@ -640,8 +640,9 @@ END $$;
 SELECT pulse_ensure_telemetry_partitions((now() AT TIME ZONE 'UTC')::date - 2, (now() AT TIME ZONE 'UTC')::date + 7);
 """
 
-# Telemetry on TimescaleDB: a hypertable with the same name and columns, compression and retention
-# policies; the two maintenance functions keep their signatures so callers do not care which it is.
+# Telemetry on TimescaleDB: a hypertable with the same name and columns and a retention policy; the two
+# maintenance functions keep their signatures so callers do not care which it is. No compression: TimescaleDB
+# refuses compression on a table with row-level security, and tenant isolation of telemetry comes first.
 TELEMETRY_TIMESCALE_SQL = """
 CREATE EXTENSION IF NOT EXISTS timescaledb;
 CREATE TABLE telemetry (
@@ -655,9 +656,6 @@ CREATE TABLE telemetry (
 );
 SELECT create_hypertable('telemetry', 'time', chunk_time_interval => interval '1 day');
 CREATE INDEX telemetry_device_time ON telemetry (tenant_id, device_id, time DESC);
-ALTER TABLE telemetry SET (timescaledb.compress, timescaledb.compress_segmentby = 'tenant_id, device_id',
-                           timescaledb.compress_orderby = 'time DESC');
-SELECT add_compression_policy('telemetry', interval '7 days');
 SELECT add_retention_policy('telemetry', interval '90 days');
 
 CREATE FUNCTION pulse_ensure_telemetry_partitions(first_day date, last_day date) RETURNS integer

@@ -106,12 +106,12 @@ def _child_env(database_url: str, mqtt_url: str, web_port: int) -> dict[str, str
 
 
 def _children(env: dict[str, str], devices: int) -> list[Child]:
-    """web, one child per worker type (each with its own health port), and the device simulator."""
-    health_ports = free_ports(len(WORKERS))
+    """web, one child per worker type (each with its own health port, web's for /metrics), and the simulator."""
+    web_port, *health_ports = free_ports(len(WORKERS) + 1)  # web's is for its /metrics
     workers = [Child(name, (name,), {**env, "PULSE_HEALTH_PORT": str(port)})
                for name, port in zip(WORKERS, health_ports, strict=True)]
     simulate = Child("simulate", ("simulate", "--devices", str(devices), "--tenant", DEMO_TENANT_ID), env)
-    return [Child(WEB, (WEB,), env), *workers, simulate]
+    return [Child(WEB, (WEB,), {**env, "PULSE_HEALTH_PORT": str(web_port)}), *workers, simulate]
 
 
 async def _migrate(env: dict[str, str], stop: asyncio.Event) -> bool:

@@ -121,17 +121,21 @@ class BrokerAdmin:
         return responses
 
     async def ensure_device(self, tenant_id: str, device_id: str, username: str, password: str) -> None:
-        """Create or update the device's client with this password; other sessions of it are cut off."""
+        """Create or update the device's client with this password; other sessions of it are cut off.
+
+        The account may connect only with its username as the MQTT client id: a client id is the key of a
+        persistent session at the broker, and an account free to present any client id could resume another
+        client's session (ingest's, with every tenant's queued telemetry) or push it off the broker.
+        """
         role = device_role(tenant_id, device_id)
         await self.execute([{"command": "createRole", "rolename": role, "acls": device_acls(tenant_id, device_id)}],
                            tolerate=_ALREADY)
-        created = await self.execute([{"command": "createClient", "username": username, "password": password,
-                                       "roles": [{"rolename": role}]}], tolerate=_ALREADY)
+        client = {"command": "createClient", "username": username, "password": password, "clientid": username,
+                  "roles": [{"rolename": role}]}
+        created = await self.execute([client], tolerate=_ALREADY)
         if created[0].get("error"):
             # Rotation: recreate the client in one request; deleting it also closes sessions on the old password.
-            await self.execute([{"command": "deleteClient", "username": username},
-                                {"command": "createClient", "username": username, "password": password,
-                                 "roles": [{"rolename": role}]}])
+            await self.execute([{"command": "deleteClient", "username": username}, client])
 
     async def revoke_device(self, username: str) -> None:
         """The device can no longer connect, and a live connection is closed now."""

@@ -1,4 +1,5 @@
-"""Platform housekeeping that `pulse schedule` runs: telemetry partitions, quarantine and system-metric retention."""
+"""Platform housekeeping that `pulse schedule` runs: telemetry partitions, quarantine and system-metric retention, the
+quarantine counter rollup."""
 
 from __future__ import annotations
 
@@ -58,3 +59,27 @@ async def cleanup_system_metrics(conn: AsyncConnection, *, now: datetime,
     result = await conn.execute(text("DELETE FROM system_metrics WHERE time < :cutoff"),
                                 {"cutoff": now - timedelta(days=keep_days)})
     return int(result.rowcount)
+
+
+QUARANTINE_MINUTES_KEEP = timedelta(days=2)
+
+
+async def rollup_quarantine_counters(conn: AsyncConnection, *, now: datetime,
+                                     keep: timedelta = QUARANTINE_MINUTES_KEEP) -> int:
+    """Fold per-minute quarantine counters older than `keep` (2 days) into one row per tenant, hour and reason
+    (`minute` = the hour's start, UTC); returns how many minute rows were folded.
+
+    Recent counters stay per minute for the rejection-rate charts; older ones only need hours, and a flood of bad
+    messages no longer leaves 1,440 rows a day per tenant and reason for 90 days. Sums over any range of whole
+    hours are unchanged. Ingest only writes the current minute, so it never races this.
+    """
+    result = await conn.execute(text(
+        "WITH folded AS (DELETE FROM quarantine_counters WHERE minute < :cutoff "
+        "    AND minute <> date_trunc('hour', minute, 'UTC') RETURNING tenant_id, minute, reason, count), "
+        "  sums AS (SELECT tenant_id, date_trunc('hour', minute, 'UTC') AS hour, reason, sum(count) AS n, "
+        "    count(*) AS rows FROM folded GROUP BY 1, 2, 3), "
+        "  merged AS (INSERT INTO quarantine_counters AS q (tenant_id, minute, reason, count) "
+        "    SELECT tenant_id, hour, reason, n FROM sums "
+        "    ON CONFLICT ON CONSTRAINT quarantine_counters_key DO UPDATE SET count = q.count + EXCLUDED.count) "
+        "SELECT coalesce(sum(rows), 0) FROM sums"), {"cutoff": now - keep})
+    return int(result.scalar_one())

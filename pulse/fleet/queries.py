@@ -2,8 +2,15 @@
 
 Plain SQL over a tenant-scoped connection; row-level security already limits rows to the tenant and every
 query also names the tenant, so isolation holds twice. Lists are built to use the registry's indexes on a
-fleet of 100k devices: the primary key (tenant_id, device_id) for the default order and paging,
-devices_site for `site_id`, devices_tags (GIN) for `tag`, device_state_status for `state`. No Litestar here.
+fleet of 100k devices: the primary key (tenant_id, device_id) for the default order and paging, devices_name
+and devices_name_desc for sorting by name, devices_site for `site_id`, device_state_status for `state`.
+
+Row-level security keeps `@>` and `ILIKE` (not LEAKPROOF) out of index conditions, so tag and text filters
+are applied by `pulse_device_ids_matching` (migration 0007): the ids of the current tenant's devices with those
+tags and that text, found through devices_tags and the trigram indexes; the rows are then read by id under
+RLS. A page's ids are found first on narrow rows (index-only where the order allows) and only those rows are
+read in full. Sorting by last_seen_at or state has no index: one on device_state's last_seen_at would cost
+ingest its HOT updates, so the tenant's device_state rows are sorted instead. No Litestar here.
 """
 
 from __future__ import annotations
@@ -19,13 +26,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.errors import NotFound, ValidationError
 from pulse.fleet.service import DEVICE_ID_RE
-from pulse.sql import fetch_page, like_pattern
+from pulse.sql import like_pattern
 
 DEVICE_STATES = ("ONLINE", "STALE", "OFFLINE", "UNKNOWN")
 LIFECYCLE_STATUSES = ("ACTIVE", "DISABLED", "REVOKED", "DECOMMISSIONED")
 SEVERITIES = (1, 2, 3, 4, 5)
 DEVICE_SORTS = ("device_id", "name", "last_seen_at", "status")
 STATE_HISTORY_LIMIT = 20
+TRIGRAM_MIN_CHARS = 3
+"""Shorter text has no trigram to look up; it is matched against each of the tenant's devices instead."""
 
 # Sorting by status goes from most to least recently heard: ONLINE, STALE, OFFLINE, UNKNOWN (never heard).
 _STATE_RANK = ("CASE coalesce(s.status, 'UNKNOWN') WHEN 'ONLINE' THEN 1 WHEN 'STALE' THEN 2 "
@@ -36,6 +45,7 @@ _SORT_SQL = {
     "last_seen_at": "s.last_seen_at {dir} NULLS LAST",
     "status": _STATE_RANK + " {dir}",
 }
+_SORTED_BY_STATE = frozenset({"last_seen_at", "status"})
 
 _DEVICE_COLUMNS = (
     "d.device_id, d.name, d.device_type, d.site_id, d.tags, d.attributes, d.status AS lifecycle, "
@@ -165,13 +175,17 @@ def check_device_id(device_id: str) -> str:
     return device_id
 
 
-def _order_by(sort: str) -> str:
-    descending = sort.startswith("-")
-    key = sort[1:] if descending else sort
+def _sort_key(sort: str) -> str:
+    key = sort[1:] if sort.startswith("-") else sort
     if key not in DEVICE_SORTS:
         raise ValidationError(f"unknown sort {sort!r}; use {', '.join(DEVICE_SORTS)} (prefix - for descending)",
                               field="sort")
-    direction = "DESC" if descending else "ASC"
+    return key
+
+
+def _order_by(sort: str) -> str:
+    key = _sort_key(sort)
+    direction = "DESC" if sort.startswith("-") else "ASC"
     head = _SORT_SQL[key]
     parts = [head.format(dir=direction)] if head else []
     parts.append(f"d.device_id {direction}")  # the tie-breaker keeps pages stable
@@ -216,19 +230,35 @@ async def list_devices(conn: AsyncConnection, tenant_id: str, *, states: Sequenc
     if site_id is not None:
         where.append("d.site_id = :site_id")
         params["site_id"] = site_id
-    if tags:
-        where.append("d.tags @> CAST(:tags AS text[])")
-        params["tags"] = list(tags)
     if group_id is not None:
         where.append("EXISTS (SELECT 1 FROM device_group_members m WHERE m.group_id = :group_id "
                      "AND m.tenant_id = d.tenant_id AND m.device_id = d.device_id)")
         params["group_id"] = group_id
-    if query:
+    searchable = query is not None and len(query) >= TRIGRAM_MIN_CHARS
+    if tags or searchable:
+        # Index-backed narrowing (see the module docstring); it applies the tags and the text itself.
+        where.append("d.device_id IN (SELECT pulse_device_ids_matching(CAST(:tags AS text[]), CAST(:pattern AS text)))")
+        params.update(tags=list(tags) or None, pattern=like_pattern(query) if query and searchable else None)
+    if query and not searchable:
         where.append("(d.device_id ILIKE :pattern ESCAPE '\\' OR d.name ILIKE :pattern ESCAPE '\\')")
         params["pattern"] = like_pattern(query)
-    total, rows = await fetch_page(conn, columns=f"{_DEVICE_COLUMNS}, {_STATE_COLUMNS}", source=_SOURCE, where=where,
-                                   order_by=order_by, params=params, limit=limit, offset=offset,
-                                   count_source=_SOURCE if needs_state else "devices d")
+    condition = " AND ".join(where)
+    bound = {**params, "limit": limit, "offset": offset}
+    # One pass over narrow rows (index-only where the order allows) counts the matches and picks the page's ids;
+    # only the page's rows are then read in full.
+    narrow = _SOURCE if needs_state or _sort_key(sort) in _SORTED_BY_STATE else "devices d"
+    rows = (await conn.execute(text(
+        f"SELECT {_DEVICE_COLUMNS}, {_STATE_COLUMNS}, p.total FROM ("
+        f"  SELECT d.device_id, count(*) OVER () AS total FROM {narrow} WHERE {condition} "
+        f"  ORDER BY {order_by} LIMIT :limit OFFSET :offset) p "
+        f"JOIN ({_SOURCE}) ON d.tenant_id = :tenant AND d.device_id = p.device_id ORDER BY {order_by}"),
+        bound)).all()
+    if rows:
+        total = int(rows[0].total)
+    elif offset:  # past the last match: the count still tells the client where the matches end
+        total = int((await conn.execute(text(f"SELECT count(*) FROM {narrow} WHERE {condition}"), bound)).scalar_one())
+    else:
+        total = 0
     items = [msgspec.convert(_device(r), Device) for r in rows]
     return DevicePage(items=items, total=total, limit=limit, offset=offset)
 

@@ -13,4 +13,6 @@ class DeviceCredentials(msgspec.Struct, kw_only=True):
     provision_token: str
     mqtt_username: str
     mqtt_password: str
+    mqtt_client_id: str
+    """The only MQTT client id the broker accepts with these credentials (the username itself)."""
     topic_prefix: str

@@ -47,7 +47,7 @@ def topic_prefix(tenant_id: str, device_id: str) -> str:
 
 async def create_tenant(conn: AsyncConnection, tenant_id: str, name: str, *, device_limit: int = 1000,
                         timezone: str = "UTC", subscription_kind: str = "MAIN", term_days: int = 365,
-                        now: datetime) -> str:
+                        grace_days: int = 14, now: datetime) -> str:
     """Create a tenant with its first subscription; returns the subscription id."""
     check_tenant_id(tenant_id)
     exists = (await conn.execute(text("SELECT 1 FROM tenants WHERE tenant_id = :t"), {"t": tenant_id})).first()
@@ -57,10 +57,10 @@ async def create_tenant(conn: AsyncConnection, tenant_id: str, name: str, *, dev
                        {"t": tenant_id, "n": name, "tz": timezone})
     status = "TRIAL" if subscription_kind == "TRIAL" else "ACTIVE"
     sub_id = (await conn.execute(text(
-        "INSERT INTO subscriptions (tenant_id, kind, status, device_limit, term_start_at, term_end_at) "
-        "VALUES (:t, :k, :s, :l, :start, :end) RETURNING subscription_id"),
+        "INSERT INTO subscriptions (tenant_id, kind, status, device_limit, term_start_at, term_end_at, grace_days) "
+        "VALUES (:t, :k, :s, :l, :start, :end, :g) RETURNING subscription_id"),
         {"t": tenant_id, "k": subscription_kind, "s": status, "l": device_limit, "start": now,
-         "end": now + timedelta(days=term_days)})).scalar_one()
+         "end": now + timedelta(days=term_days), "g": grace_days})).scalar_one()
     return str(sub_id)
 
 
@@ -193,7 +193,7 @@ async def issue_credentials(conn: AsyncConnection, tenant_id: str, device_id: st
          "sealed": encrypt_secret(secret_key, password, context=username) if secret_key else None})
     await notify_device_changed(conn, tenant_id, device_id)
     return DeviceCredentials(tenant_id=tenant_id, device_id=device_id, provision_token=token,
-                             mqtt_username=username, mqtt_password=password,
+                             mqtt_username=username, mqtt_password=password, mqtt_client_id=username,
                              topic_prefix=topic_prefix(tenant_id, device_id))
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx
+import prometheus_client
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.clock import Clock, SystemClock
@@ -21,10 +23,28 @@ from pulse.notify.contacts import contact_channel
 from pulse.notify.routing import JOBS_CHANNEL
 from pulse.notify.schemas import SendResult
 from pulse.notify.service import ClaimedJob, RetryPolicy, claim_jobs, open_secrets, record_outcome
-from pulse.runtime import TRANSIENT_DB_ERRORS, Backoff, worker_context
+from pulse.runtime import TRANSIENT_DB_ERRORS, Backoff, wait_or_stop, worker_context
 from pulse.settings import Settings
 
 log = logging.getLogger("pulse.deliver")
+
+QUEUE_SAMPLE_S = 5.0
+ATTEMPTS = prometheus_client.Counter(
+    "pulse_deliver_attempts", "Send attempts by channel type and outcome (delivered; retry and dead are failures; "
+    "lease_lost: the result came after another deliverer took the job over)", ["channel_type", "outcome"])
+SEND_SECONDS = prometheus_client.Histogram("pulse_deliver_send_seconds", "Time one send took, by channel type",
+                                           ["channel_type"])
+QUEUE_DUE = prometheus_client.Gauge("pulse_deliver_queue_depth", "Notification jobs due and waiting to be sent "
+                                    "(all deliverers), sampled every 5 s")
+QUEUE_LEASED = prometheus_client.Gauge("pulse_deliver_in_progress", "Notification jobs leased for sending "
+                                       "(all deliverers), sampled every 5 s")
+OLDEST_DUE = prometheus_client.Gauge("pulse_deliver_oldest_due_seconds", "How long the oldest due job has waited "
+                                     "(0 when none is due), sampled every 5 s")
+_QUEUE = text(
+    "SELECT count(*) FILTER (WHERE status = 'PENDING' AND next_attempt_at <= :now) AS due, "
+    "  count(*) FILTER (WHERE status = 'IN_PROGRESS') AS leased, "
+    "  min(next_attempt_at) FILTER (WHERE status = 'PENDING' AND next_attempt_at <= :now) AS oldest "
+    "FROM notification_jobs WHERE status IN ('PENDING', 'IN_PROGRESS')")
 
 
 @dataclass(frozen=True)
@@ -139,6 +159,9 @@ class Deliverer:
             log.warning("delivery outcomes not recorded", extra={"jobs": len(outcomes), "error": str(exc)[:200]})
             return
         for outcome, status in zip(outcomes, statuses, strict=True):
+            kind = outcome.job.channel_type
+            ATTEMPTS.labels(kind, "retry" if status == "PENDING" else status.lower()).inc()
+            SEND_SECONDS.labels(kind).observe((outcome.finished_at - outcome.started_at).total_seconds())
             if status == "DELIVERED":
                 self.delivered += 1
             elif status in ("DEAD", "LEASE_LOST"):
@@ -167,6 +190,21 @@ class Deliverer:
             return SendResult(delivered=False, retryable=retryable, error=f"{type(exc).__name__}: {exc}")
 
 
+async def sample_queue(engine: AsyncEngine, clock: Clock, stop: asyncio.Event) -> None:
+    """Keep the queue gauges current (every QUEUE_SAMPLE_S) until `stop`; a failed sample is retried next time."""
+    while not stop.is_set():
+        try:
+            now = clock.now()
+            async with system_tx(engine) as conn:
+                row = (await conn.execute(_QUEUE, {"now": now})).one()
+            QUEUE_DUE.set(row.due)
+            QUEUE_LEASED.set(row.leased)
+            OLDEST_DUE.set(0.0 if row.oldest is None else max((now - row.oldest).total_seconds(), 0.0))
+        except TRANSIENT_DB_ERRORS as exc:
+            log.debug("queue sample failed", extra={"error": str(exc)[:200]})
+        await wait_or_stop(stop, None, QUEUE_SAMPLE_S)
+
+
 async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = None) -> int:
     async with worker_context("deliver", settings, stop) as ctx:
         wake = asyncio.Event()
@@ -183,6 +221,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
             broker_sync = asyncio.create_task(run_broker_sync(
                 ctx.engine, settings.require_database_url(), settings.mqtt_admin_url, settings.secret_key_bytes,
                 stop, clock=clock), name="broker-sync")
+        sampler = asyncio.create_task(sample_queue(ctx.engine, clock or SystemClock(), stop), name="queue-gauges")
         try:
             await deliverer.pump(stop, wake, settings.deliver_poll_ms / 1000, Backoff(ctx.health))
             if broker_sync is not None:
@@ -190,4 +229,6 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
         finally:
             await listener.close()
             await deliverer.aclose()
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
     return 0

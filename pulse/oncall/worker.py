@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 import asyncpg
+import prometheus_client
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.alerting.service import ESCALATIONS_CHANNEL
 from pulse.clock import Clock, SystemClock
@@ -23,6 +27,20 @@ log = logging.getLogger("pulse.escalate")
 MAX_SLEEP_S = 5.0
 """Longest sleep without a wake-up: bounds a step's lateness if a notification is lost with the LISTEN link."""
 BATCH = 100
+
+FIRED = prometheus_client.Counter("pulse_escalate_steps_fired", "Escalation steps fired")
+BACKLOG = prometheus_client.Gauge("pulse_escalate_backlog", "Escalation steps due and not yet fired (all escalators)")
+OLDEST_DUE = prometheus_client.Gauge("pulse_escalate_oldest_due_seconds",
+                                     "How late the most overdue step is (0 when none is due)")
+_BACKLOG = text("SELECT count(*) AS n, min(next_escalation_at) AS oldest FROM alerts WHERE next_escalation_at <= :now")
+
+
+async def _measure_backlog(conn: AsyncConnection, now: datetime) -> None:
+    """Set the backlog gauges from what is still due after a round, in its transaction (the partial index on
+    next_escalation_at serves it; steps another escalator is firing right now still count)."""
+    row = (await conn.execute(_BACKLOG, {"now": now})).one()
+    BACKLOG.set(row.n)
+    OLDEST_DUE.set(0.0 if row.oldest is None else max((now - row.oldest).total_seconds(), 0.0))
 
 
 async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = None) -> int:
@@ -41,7 +59,9 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                     async with system_tx(ctx.engine) as conn:
                         fired = await fire_due_escalations(conn, clock.now(), limit=BATCH,
                                                            base_url=settings.base_url)
+                        await _measure_backlog(conn, clock.now())
                     if fired:
+                        FIRED.inc(fired)
                         log.info("escalation steps fired", extra={"count": fired})
                     if fired >= BATCH:
                         continue  # more may be due right away

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from pulse.runtime import Health, serve_health
 from pulse.settings import Settings
 from pulse.web.app import create_app
 
@@ -44,11 +45,25 @@ async def _serve_until_exit(server: uvicorn.Server) -> int | None:
     return None
 
 
+async def _serve_metrics(settings: Settings) -> asyncio.Server | None:
+    """/metrics on the health port. The API does not depend on it: a port already taken (another `pulse web` on
+    this host) is logged and the API is served without it."""
+    port = settings.health_port_for("web")
+    try:
+        return await serve_health(Health("web"), settings.health_host, port)
+    except OSError as exc:
+        log.warning("/metrics not served: %s:%s: %s (set PULSE_HEALTH_PORT to a free port)", settings.health_host,
+                    port, exc.strerror or exc)
+        return None
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
-    """Serve HTTP until `stop` is set, then finish requests in flight and shut the app down.
+    """Serve HTTP until `stop` is set, then finish requests in flight and shut the app down. Prometheus /metrics
+    (and /healthz) are served apart from the API, on PULSE_HEALTH_HOST:PULSE_HEALTH_PORT (default port 9100).
 
     Returns 0 after a requested stop, non-zero when the server could not start or ended by itself.
     """
+    metrics = await _serve_metrics(settings)
     server = build_server(settings)
     serving = asyncio.create_task(_serve_until_exit(server), name="pulse-web-uvicorn")
     stopping = asyncio.create_task(stop.wait(), name="pulse-web-stop")
@@ -59,7 +74,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
         if not serving.done():
             log.info("stopping web server")
             server.should_exit = True
-    failed = await serving
+    try:
+        failed = await serving
+    finally:
+        if metrics is not None:
+            metrics.close()
     if failed:
         log.error("web server failed to start (exit code %s)", failed)
         return failed

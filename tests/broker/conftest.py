@@ -51,6 +51,8 @@ class Peer:
         return 0
 
     async def connect(self, port: int, username: str, password: str) -> Peer:
+        if "/" in username:  # a device account ({tenant}/{device}) connects with its username as client id
+            self.client._client_id = username
         self.client.set_auth_credentials(username, password)
         await asyncio.wait_for(self.client.connect("127.0.0.1", port, version=MQTTv50), 5)
         return self
@@ -73,9 +75,13 @@ class Peer:
             await self.client.disconnect()
 
 
-async def connect_error(port: int, username: str | None, password: str | None) -> int | None:
-    """The CONNACK refusal code, or None when the broker accepted the connection."""
+async def connect_error(port: int, username: str | None, password: str | None, *, client_id: str | None = None
+                        ) -> int | None:
+    """The CONNACK refusal code, or None when the broker accepted the connection. A device account connects with
+    its username as client id unless `client_id` says otherwise."""
     peer = Peer("probe")
+    if client_id is not None or (username is not None and "/" in username):
+        peer.client._client_id = client_id or username
     if username is not None:
         peer.client.set_auth_credentials(username, password)
     try:

@@ -24,6 +24,8 @@ async def test_anonymous_and_wrong_passwords_are_refused_as_not_authorised(broke
     assert await connect_error(broker, "acme/door-1", "not-the-password") == NOT_AUTHORISED
     assert await connect_error(broker, "acme/door-2", PASSWORD) == NOT_AUTHORISED  # no such account
     assert await connect_error(broker, "acme/door-1", PASSWORD) is None
+    # the right password with another client id: a device may not resume or push off another client's session
+    assert await connect_error(broker, "acme/door-1", PASSWORD, client_id="pulse-ingest-0") == NOT_AUTHORISED
 
 
 async def test_publishes_outside_the_devices_own_topics_are_refused_and_never_reach_ingest(

@@ -44,6 +44,8 @@ class Peer:
         return 0
 
     async def connect(self, port: int, user: str | None, password: str | None) -> None:
+        if user is not None and "/" in user:  # a device account connects with its username as client id
+            self.client._client_id = user
         if user is not None:
             self.client.set_auth_credentials(user, password)
         await self.client.connect("127.0.0.1", port, version=MQTTv50)

@@ -5,9 +5,10 @@ A change that alters what ingest accepts from a device (a tenant or subscription
 device on `pulse_device_changed`, delivered at commit, so ingest instances drop their cached registry records at
 once instead of after the cache TTL.
 
-The package's modules hold the behaviour (`tenants`, `listings`, `health`, `audit`); the messages they answer with
-are defined here, so that their names in the OpenAPI document (e.g. `operator_DevicePage`, told apart from the
-tenant API's `DevicePage`) do not depend on which module uses them.
+The package's modules hold the behaviour (`tenants`, `subscriptions`, `listings`, `health`, `audit`, and for the
+NOC `noc` and `capacity`); the messages of the first five are defined here, so that their names in the OpenAPI
+document (e.g. `operator_DevicePage`, told apart from the tenant API's `DevicePage`) do not depend on which module
+uses them.
 """
 
 from __future__ import annotations
