@@ -8,7 +8,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from pulse.db import sqlalchemy_url
+from pulse.db import database_target, sqlalchemy_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def alembic_config(database_url: str) -> Config:
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(database_url).replace("%", "%%"))
+    # Migrations run on PostgreSQL itself, never through PgBouncer (see pulse.db: `direct=`).
+    direct = database_target(database_url).direct_url
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(direct).replace("%", "%%"))
     return cfg
 
 
