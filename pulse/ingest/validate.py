@@ -139,7 +139,7 @@ def check_message(message: InboundMessage, topic: Topic | None, bad_topic: Rejec
             raise Rejected(Reason.RATE_LIMITED, f"device sends faster than {limiter.rate_per_s:g} messages/s "
                                                 f"(burst {limiter.burst:g})")
         if envelope.tenant_id is not None and envelope.tenant_id != topic.tenant_id:
-            raise Rejected(Reason.TENANT_MISMATCH, f"tenant_id {envelope.tenant_id!r} in the body differs from "
+            raise Rejected(Reason.TENANT_MISMATCH, f"tenant_id {_short(envelope.tenant_id)} in the body differs from "
                                                    f"{topic.tenant_id!r} in the {_where(message)}")
         if token_owner is not None and token_owner[0] != topic.tenant_id:
             raise Rejected(Reason.TENANT_MISMATCH, "the token belongs to a device of another tenant")
@@ -160,7 +160,7 @@ def check_message(message: InboundMessage, topic: Topic | None, bad_topic: Rejec
             raise Rejected(Reason.SUBSCRIPTION_EXPIRED, "the device's subscription has expired")
         if envelope.site_id is not None and envelope.site_id != record.site_id:
             registered = repr(record.site_id) if record.site_id else "no site"
-            raise Rejected(Reason.SITE_MISMATCH, f"site_id {envelope.site_id!r} differs from the registered "
+            raise Rejected(Reason.SITE_MISMATCH, f"site_id {_short(envelope.site_id)} differs from the registered "
                                                  f"{registered}")
         if message.transport == "HTTP":
             if not message.token:
@@ -179,6 +179,11 @@ def check_message(message: InboundMessage, topic: Topic | None, bad_topic: Rejec
         tenant_id=topic.tenant_id, device_id=topic.device_id, site_id=record.site_id, msg_type=topic.msg_type,
         ts=ts, seq=envelope.seq, metrics=metrics, lat=envelope.lat, lng=envelope.lng,
         received_at=message.received_at, transport=message.transport))
+
+
+def _short(value: str, limit: int = 80) -> str:
+    """A value quoted in an error, cut to `limit` characters: the sender gets its own input back, not 64 KiB."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"… ({len(value)} characters)"
 
 
 def _where(message: InboundMessage) -> str:

@@ -29,6 +29,10 @@ def worker_index(environ: dict[str, str] | None = None) -> int:
     return int(raw)
 
 
+async def _starting() -> tuple[bool, str]:
+    return False, "starting: warming the device cache, not yet consuming MQTT"
+
+
 async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = None, client_id: str | None = None,
               rate_per_s: float | None = None, burst: float | None = None, grace_s: float = 10.0,
               session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
@@ -41,6 +45,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
     async with worker_context("ingest", settings, stop) as ctx:
         # Room for four batches: the broker may keep two unacknowledged with us (see MqttConsumer), so one batch
         # fills while another commits.
+        ctx.health.ready_checks["ingest"] = _starting  # not ready until the consumer below is set up
         pipeline = IngestPipeline(ctx.engine, settings, clock or SystemClock(), rate_per_s=rate_per_s, burst=burst,
                                   max_pending=4 * settings.ingest_batch_size)
         await pipeline.start()

@@ -9,20 +9,36 @@ from urllib.parse import urlsplit
 from pulse.errors import ValidationError
 
 ADDRESS_CLASSES = ("loopback", "private", "link-local")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64), which is where it may lead."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def classify(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """The restricted class an address belongs to, or None for a public unicast address."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None and (ip.ipv4_mapped is not None or classify(embedded) is not None):
+            return classify(embedded)
+        if ip.is_site_local:
+            return "private"
     if ip.is_loopback:
         return "loopback"
     if ip.is_link_local:
         return "link-local"  # includes 169.254.169.254, the cloud metadata service
     if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
         return "reserved"
-    if ip.is_private:
-        return "private"
+    if ip.is_private or not ip.is_global:
+        return "private"  # not is_global: e.g. 100.64.0.0/10, where some clouds put their metadata service
     return None
 
 

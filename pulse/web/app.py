@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -18,6 +19,7 @@ from pulse.clock import Clock, SystemClock
 from pulse.db import create_engine, system_tx
 from pulse.fleet.keys import public_jwks
 from pulse.ingest.service import IngestPipeline
+from pulse.pool_metrics import watch_pool
 from pulse.settings import Settings
 from pulse.web.audit import AUDIT_DEPENDENCIES, audit_middleware, record_response_status
 from pulse.web.auth import JwksCache, TokenValidator, http_jwks_fetcher
@@ -25,10 +27,15 @@ from pulse.web.context import WebContext
 from pulse.web.deps import DEPENDENCIES
 from pulse.web.errors import EXCEPTION_HANDLERS
 from pulse.web.live import LiveHub
-from pulse.web.middleware import add_response_headers, request_context_middleware
+from pulse.web.middleware import add_response_headers, reject_nul, request_context_middleware
+from pulse.web.openapi import ExamplesPlugin
 from pulse.web.ratelimit import SlidingWindowLimiter
 from pulse.web.routes import notify as notify_routes
+from pulse.web.routes import operator_metrics as operator_metric_routes
+from pulse.web.routes import reports as report_routes
 from pulse.web.routes import route_handlers
+from pulse.web.routes import spa as spa_routes
+from pulse.web.routes.examples import request_examples
 
 log = logging.getLogger("pulse.web")
 
@@ -53,6 +60,19 @@ def _openapi_config() -> OpenAPIConfig:
     )
 
 
+def _cors_config(settings: Settings) -> CORSConfig | None:
+    """PULSE_CORS_ORIGINS: browsers on these origins may call the API; none set, no CORS headers at all.
+
+    Credentials travel in the Authorization header, never in cookies, so credentialed CORS stays off."""
+    if not settings.cors_origins:
+        return None
+    return CORSConfig(allow_origins=list(settings.cors_origins),
+                      allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                      allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                      expose_headers=["X-Request-Id", "Retry-After", "WWW-Authenticate", "Content-Disposition"],
+                      allow_credentials=False, max_age=600)
+
+
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None, clock: Clock | None = None) -> Litestar:
     """The web app. Without `engine`, one is created at startup and disposed at shutdown.
 
@@ -68,6 +88,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, clock: 
             eng = create_engine(settings.require_database_url(), pool_size=settings.database_pool_size,
                                 application_name="pulse-web")
             owned["engine"] = eng
+            watch_pool(eng, "pulse-web")
         app.state.engine = eng
         if settings.jwt_jwks_url:
             client = httpx.AsyncClient(timeout=JWKS_HTTP_TIMEOUT_S, follow_redirects=False)
@@ -106,15 +127,19 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, clock: 
         app.state.engine = None
 
     return Litestar(
-        route_handlers=[*route_handlers(), notify_routes.router],
+        route_handlers=[*route_handlers(), notify_routes.router, report_routes.router, operator_metric_routes.router,
+                        *spa_routes.ROUTES],
         dependencies={**DEPENDENCIES, **AUDIT_DEPENDENCIES},  # tenant_conn also writes the audit row
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_context_middleware, audit_middleware],
+        before_request=reject_nul,  # routers must not set their own: Litestar keeps only the innermost
         after_request=record_response_status,
         before_send=[add_response_headers],
         on_startup=[start],
         on_shutdown=[stop],
         openapi_config=_openapi_config(),
+        plugins=[ExamplesPlugin(request_examples())],
+        cors_config=_cors_config(settings),
         state=State({"pulse": ctx, "engine": None, "ingest": None, "live": None}),
         logging_config=None,
         debug=False,

@@ -293,6 +293,7 @@ def require_roles(*roles: str) -> Guard:
                             details={"required_roles": sorted(wanted)})
 
     guard.__name__ = f"require_roles({', '.join(sorted(wanted))})"
+    guard.required_roles = wanted  # type: ignore[attr-defined]  # read by the route inventory (docs, tests)
     return guard
 
 

@@ -67,7 +67,8 @@ _DESCRIPTIONS = {400: "Invalid request (details.field names the parameter)", 401
 
 def error_specs(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI documentation of a handler's error answers (all share the error envelope)."""
-    return {s: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS.get(s, "Error"))
+    return {s: ResponseSpec(data_container=ErrorBody, description=_DESCRIPTIONS.get(s, "Error"),
+                            generate_examples=False)  # the ErrorBody schema carries a real example
             for s in statuses}
 
 

@@ -1,4 +1,4 @@
-"""Per-request context: the X-Request-Id (echoed or made), its log context, and security headers."""
+"""Per-request context: the X-Request-Id (echoed or made), its log context, security headers, and NUL refusal."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import re
 import uuid
 from typing import Any
 
+import msgspec
+from litestar import Request
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from pulse.errors import ValidationError
 from pulse.log import request_id_var
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -63,6 +66,52 @@ async def add_response_headers(message: Message, scope: Scope) -> None:
             headers[name] = value
     if "content-security-policy" not in headers:
         headers["content-security-policy"] = content_security_policy(scope.get("path", ""))
+
+
+_NO_NUL = "must not contain NUL characters"
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """Where in a decoded JSON value a string (or key) holds NUL, as `a.b[2].c`; None when nowhere."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return here
+            if (found := _nul_at(item, here)) is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := _nul_at(item, f"{path}[{i}]")) is not None:
+                return found
+    return None
+
+
+async def reject_nul(request: Request[Any, Any, Any]) -> None:
+    """`before_request`: NUL in a path or query parameter or in a string of a JSON body is a 400 naming where.
+
+    PostgreSQL text cannot hold NUL, so it would otherwise fail deep inside a write. Handlers that read the raw
+    body themselves (HTTP ingest, CSV import) are left to judge it: ingest quarantines such a message."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise ValidationError(f"path parameter {name}: {_NO_NUL}", field=name)
+    for name, value in request.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise ValidationError(f"query parameter {name!r}: {_NO_NUL}", field=name)
+    if "data" not in request.route_handler.parsed_fn_signature.parameters:
+        return
+    body = await request.body()
+    if b"\\u0000" not in body:
+        return
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return  # not JSON: the body parser answers that
+    where = _nul_at(decoded, "")
+    if where is not None:
+        raise ValidationError(f"{where or 'body'}: {_NO_NUL}", field=where or "body")
 
 
 def request_context_middleware(app: ASGIApp) -> ASGIApp:

@@ -39,6 +39,7 @@ from pulse.fleet.schemas import DeviceCredentials
 from pulse.web.auth import require_roles
 from pulse.web.deps import NowDep, PrincipalDep, SettingsDep, TenantConnDep, require_tenant
 from pulse.web.errors import HttpError, error_specs
+from pulse.web.openapi import CSV_BODY
 from pulse.web.routes.common import ADMIN, BEARER, MEMBER_ROLES, sent_fields
 from pulse.web.routes.devices import MqttAccess, broker_address
 from pulse.web.routes.identity import NO_STORE
@@ -155,7 +156,8 @@ def _issued(creds: DeviceCredentials, settings: SettingsDep) -> IssuedCredential
     return IssuedCredentials(tenant_id=creds.tenant_id, device_id=creds.device_id,
                              provision_token=creds.provision_token,
                              mqtt=MqttAccess(username=creds.mqtt_username, password=creds.mqtt_password,
-                                             topic_prefix=creds.topic_prefix, host=host, port=port))
+                                             client_id=creds.mqtt_client_id, topic_prefix=creds.topic_prefix,
+                                             host=host, port=port))
 
 
 # --- devices -----------------------------------------------------------------------------------------------------
@@ -181,7 +183,8 @@ async def create_tenant_device(data: JSONBody[DeviceCreate], principal: Principa
                   "One result per row (`row` 2 is the first after the header): `created`, or `error` with the "
                   "field and reason. Good rows are registered even when others fail. No credentials are issued: "
                   "issue them per device with POST /customer/devices/{device_id}/credentials.",
-      request_max_body_size=MAX_IMPORT_BYTES, responses=error_specs(400, 401, 403, 413, 415))
+      request_max_body_size=MAX_IMPORT_BYTES, responses=error_specs(400, 401, 403, 413, 415),
+      operation_class=CSV_BODY)
 async def import_tenant_devices(request: Request[Any, Any, Any], principal: PrincipalDep, tenant_conn: TenantConnDep,
                                 now: NowDep) -> ImportResult:
     media_type = request.content_type[0]

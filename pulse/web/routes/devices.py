@@ -22,6 +22,8 @@ class ActivationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
 class MqttAccess(msgspec.Struct, kw_only=True, omit_defaults=True):
     username: str
     password: str
+    client_id: str
+    """The only client id the broker accepts with these credentials (the username)."""
     topic_prefix: str
     host: str | None = None
     port: int | None = None
@@ -54,7 +56,7 @@ async def activate(data: JSONBody[ActivationRequest], engine: EngineDep, setting
     body = ActivatedDevice(
         tenant_id=creds.tenant_id, device_id=creds.device_id, provision_token=creds.provision_token,
         mqtt=MqttAccess(username=creds.mqtt_username, password=creds.mqtt_password,
-                        topic_prefix=creds.topic_prefix, host=host, port=port))
+                        client_id=creds.mqtt_client_id, topic_prefix=creds.topic_prefix, host=host, port=port))
     return Response(body, headers=NO_STORE)
 
 

@@ -55,6 +55,7 @@ from pulse.fleet.telemetry import (
 from pulse.web.auth import require_roles
 from pulse.web.deps import EngineDep, NowDep, PrincipalDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
+from pulse.web.openapi import csv_answer
 from pulse.web.routes.common import BEARER, MEMBER_ROLES, parse_choices
 
 MAX_TAGS = 20
@@ -224,7 +225,9 @@ async def device_metric_history(
 
 
 @get("/devices/{device_id:str}/telemetry/export.csv", summary="A device's telemetry as a CSV download",
-     media_type="text/csv", responses=error_specs(400, 401, 403, 404))
+     media_type="text/csv", responses={**error_specs(400, 401, 403, 404), **csv_answer(
+         "UTF-8 CSV, header row first",
+         "time,seq,msg_type,metric,value\n2026-11-23T09:00:00Z,1042,telemetry,temp_c,-18.5\n")})
 async def device_telemetry_csv(device_id: DeviceIdPath, principal: PrincipalDep, tenant_conn: TenantConnDep,
                                engine: EngineDep, now: NowDep, from_: FromQuery = None,
                                to: ToQuery = None) -> Stream:

@@ -11,6 +11,7 @@ from litestar.params import PathParameter
 from pulse.ingest.service import MAX_BATCH_BYTES, BatchRejected, IngestPipeline, ingest_http, ingest_http_batch
 from pulse.web.deps import NowDep
 from pulse.web.errors import Unavailable, error_response, error_specs
+from pulse.web.openapi import BATCH_BODY, ENVELOPE_BODY
 
 MAX_REQUEST_BYTES = 1_048_576  # bodies above this are cut off unread; 64 KiB+ is quarantined PAYLOAD_TOO_LARGE
 
@@ -44,11 +45,13 @@ def pipeline_of(request: Request[Any, Any, Any]) -> IngestPipeline:
       description="Body: the JSON envelope (docs/wire-format.md). Auth: the device's provision token in "
                   "X-Provision-Token (or `Authorization: Bearer`). 202 means committed. Rejections carry the "
                   "quarantine reason as the error code.",
-      request_max_body_size=MAX_REQUEST_BYTES, responses=error_specs(400, 401, 403, 413, 429, 503))
+      request_max_body_size=MAX_REQUEST_BYTES, responses=error_specs(400, 401, 403, 413, 429, 503),
+      operation_class=ENVELOPE_BODY)
 async def ingest_one(request: Request[Any, Any, Any], now: NowDep,
                      tenant_id: Annotated[str, PathParameter(description="the tenant")],
                      device_id: Annotated[str, PathParameter(description="the device")],
-                     msg_type: Annotated[str, PathParameter(description="telemetry or heartbeat")]) -> Response[Any]:
+                     msg_type: Annotated[str, PathParameter(description="telemetry or heartbeat")]
+                     ) -> Response[Accepted]:
     body = await request.body()
     result = await ingest_http(pipeline_of(request), tenant_id, device_id, msg_type, body, _token(request), now)
     if result.accepted:
@@ -77,8 +80,8 @@ class BatchAnswer(msgspec.Struct, kw_only=True):
       description='Body: `{"messages": [{"tenant_id", "device_id", "msg_type", "token", "message": <envelope>}]}`. '
                   "Answers 200 with one result per message (its HTTP status and quarantine reason); accepted "
                   "messages are committed. A body that is not a batch is refused as a whole.",
-      request_max_body_size=MAX_BATCH_BYTES + 1024, responses=error_specs(400, 413, 503))
-async def ingest_batch(request: Request[Any, Any, Any], now: NowDep) -> Response[Any]:
+      request_max_body_size=MAX_BATCH_BYTES + 1024, responses=error_specs(400, 413, 503), operation_class=BATCH_BODY)
+async def ingest_batch(request: Request[Any, Any, Any], now: NowDep) -> Response[BatchAnswer]:
     try:
         result = await ingest_http_batch(pipeline_of(request), await request.body(), now)
     except BatchRejected as exc:

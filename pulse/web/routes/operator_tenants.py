@@ -16,19 +16,16 @@ from msgspec import UNSET, UnsetType
 
 from pulse.fleet.operator import Subscription, SubscriptionPage, Tenant, TenantPage
 from pulse.fleet.operator.common import MAX_OFFSET, MAX_PAGE
-from pulse.fleet.operator.tenants import (
+from pulse.fleet.operator.subscriptions import (
     create_subscription,
     list_subscriptions,
-    list_tenants,
-    provision_tenant,
     require_subscription,
-    require_tenant,
     resume_subscription,
     suspend_subscription,
     update_subscription,
-    update_tenant,
 )
-from pulse.web.deps import NowDep, PrincipalDep
+from pulse.fleet.operator.tenants import list_tenants, provision_tenant, require_tenant, update_tenant
+from pulse.web.deps import NowDep, PrincipalDep, SettingsDep
 from pulse.web.errors import error_specs
 from pulse.web.routes.common import sent_fields
 from pulse.web.routes.operator_audit import AuditDep, AuditNote, OperatorConnDep, is_operator_admin
@@ -63,13 +60,14 @@ class SubscriptionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     device_limit: int
     expires_at: datetime | None = None
     parent_subscription_id: str | None = None
-    grace_days: int = 14
+    grace_days: int | None = None
     description: str | None = None
 
 
 class SubscriptionUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Only the fields sent change; `expires_at: null` makes the term open-ended."""
+    """Only the fields sent change; `expires_at: null` makes the term open-ended; `kind: MAIN` converts a trial."""
 
+    kind: str | UnsetType = UNSET
     status: str | UnsetType = UNSET
     device_limit: int | UnsetType = UNSET
     expires_at: datetime | UnsetType | None = UNSET
@@ -96,13 +94,15 @@ async def list_all_tenants(
 @post("/tenants", summary="Create a tenant with its first subscription",
       responses=error_specs(400, 401, 403, 409))
 async def create_new_tenant(data: JSONBody[TenantCreate], operator_conn: OperatorConnDep, audit: AuditDep,
-                            now: NowDep) -> Tenant:
-    """The subscription is MAIN (or TRIAL, with `subscription_kind`) for `term_days` from now."""
+                            now: NowDep, settings: SettingsDep) -> Tenant:
+    """The subscription is MAIN (or TRIAL, with `subscription_kind`) for `term_days` from now, with
+    PULSE_SUBSCRIPTION_GRACE_DAYS of grace."""
     audit.tenant_id = data.tenant_id
     _note_changes(audit, msgspec.structs.asdict(data))
     return await provision_tenant(operator_conn, data.tenant_id, data.name, device_limit=data.device_limit,
                                   timezone=data.timezone, contact_email=data.contact_email,
-                                  subscription_kind=data.subscription_kind, term_days=data.term_days, now=now)
+                                  subscription_kind=data.subscription_kind, term_days=data.term_days,
+                                  grace_days=settings.subscription_grace_days, now=now)
 
 
 @get("/tenants/{tenant_id:str}", summary="A tenant with its subscriptions", responses=error_specs(400, 401, 403, 404))
@@ -132,11 +132,14 @@ async def list_tenant_subscriptions(tenant_id: TenantIdPath, operator_conn: Oper
 @post("/tenants/{tenant_id:str}/subscriptions", summary="Add a subscription to a tenant",
       responses=error_specs(400, 401, 403, 404, 409))
 async def create_tenant_subscription(tenant_id: TenantIdPath, data: JSONBody[SubscriptionCreate],
-                                     operator_conn: OperatorConnDep, audit: AuditDep, now: NowDep) -> Subscription:
+                                     operator_conn: OperatorConnDep, audit: AuditDep, now: NowDep,
+                                     settings: SettingsDep) -> Subscription:
+    """`grace_days` defaults to PULSE_SUBSCRIPTION_GRACE_DAYS; an ADDON's parent is the tenant's MAIN."""
     _note_changes(audit, msgspec.structs.asdict(data))
+    grace_days = settings.subscription_grace_days if data.grace_days is None else data.grace_days
     return await create_subscription(operator_conn, tenant_id, kind=data.kind, device_limit=data.device_limit,
                                      expires_at=data.expires_at, parent_subscription_id=data.parent_subscription_id,
-                                     description=data.description, grace_days=data.grace_days, now=now)
+                                     description=data.description, grace_days=grace_days, now=now)
 
 
 @get("/subscriptions/{subscription_id:str}", summary="One subscription", responses=error_specs(400, 401, 403, 404))
@@ -150,32 +153,36 @@ async def get_one_subscription(subscription_id: SubscriptionIdPath, operator_con
 @patch("/subscriptions/{subscription_id:str}", summary="Change a subscription",
        responses=error_specs(400, 401, 403, 404))
 async def update_one_subscription(subscription_id: SubscriptionIdPath, data: JSONBody[SubscriptionUpdate],
-                                  operator_conn: OperatorConnDep, audit: AuditDep, now: NowDep) -> Subscription:
+                                  operator_conn: OperatorConnDep, audit: AuditDep, now: NowDep,
+                                  principal: PrincipalDep, settings: SettingsDep) -> Subscription:
     """A status change reaches ingest at commit: devices of a SUSPENDED subscription are refused with
-    SUBSCRIPTION_SUSPENDED, of an EXPIRED one with SUBSCRIPTION_EXPIRED."""
+    SUBSCRIPTION_SUSPENDED, of an EXPIRED one with SUBSCRIPTION_EXPIRED. A new `expires_at` in the future renews
+    a GRACE or SUSPENDED subscription (back to ACTIVE); `kind: MAIN` converts a TRIAL. Status changes are
+    audited in the tenant's log and announced to its admins."""
     changes = sent_fields(data)
     _note_changes(audit, changes)
     audit.tenant_id = (await require_subscription(operator_conn, subscription_id)).tenant_id
-    return await update_subscription(operator_conn, subscription_id, changes, now=now)
+    return await update_subscription(operator_conn, subscription_id, changes, now=now, actor=principal.actor,
+                                     expire_after_days=settings.subscription_expire_after_days)
 
 
 @post("/subscriptions/{subscription_id:str}/suspend", status_code=200, summary="Suspend a subscription",
       responses=error_specs(400, 401, 403, 404, 409))
 async def suspend_one_subscription(subscription_id: SubscriptionIdPath, operator_conn: OperatorConnDep,
-                                   audit: AuditDep, now: NowDep) -> Subscription:
+                                   audit: AuditDep, now: NowDep, principal: PrincipalDep) -> Subscription:
     """Ingest refuses its devices (403 SUBSCRIPTION_SUSPENDED) from the commit on; 409 unless TRIAL, ACTIVE or
     GRACE."""
     audit.tenant_id = (await require_subscription(operator_conn, subscription_id)).tenant_id
-    return await suspend_subscription(operator_conn, subscription_id, now=now)
+    return await suspend_subscription(operator_conn, subscription_id, now=now, actor=principal.actor)
 
 
 @post("/subscriptions/{subscription_id:str}/resume", status_code=200, summary="Resume a suspended subscription",
       responses=error_specs(400, 401, 403, 404, 409))
 async def resume_one_subscription(subscription_id: SubscriptionIdPath, operator_conn: OperatorConnDep,
-                                  audit: AuditDep, now: NowDep) -> Subscription:
+                                  audit: AuditDep, now: NowDep, principal: PrincipalDep) -> Subscription:
     """Back to ACTIVE (TRIAL for a TRIAL subscription); 409 unless SUSPENDED."""
     audit.tenant_id = (await require_subscription(operator_conn, subscription_id)).tenant_id
-    return await resume_subscription(operator_conn, subscription_id, now=now)
+    return await resume_subscription(operator_conn, subscription_id, now=now, actor=principal.actor)
 
 
 ROUTES = [list_all_tenants, create_new_tenant, get_one_tenant, update_one_tenant, list_tenant_subscriptions,
