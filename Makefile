@@ -1,12 +1,14 @@
 # Pulse: the two set-up commands are `make run` and `make test` (see README.md).
-.PHONY: run test lint unit faults security
+.PHONY: run test lint unit faults security deploy-check
 
 run:
 	@scripts/bootstrap.sh
+	@scripts/spa.sh
 	.venv/bin/pulse dev
 
 test:
 	@scripts/bootstrap.sh test
+	@scripts/spa.sh test
 	@scripts/services.sh
 	.venv/bin/ruff check --output-format concise pulse tests migrations bench
 	.venv/bin/mypy pulse
@@ -29,3 +31,9 @@ security:
 	@scripts/bootstrap.sh test
 	@scripts/services.sh
 	.venv/bin/python -m pytest -q tests/security
+
+# The deployment files with the real programs: caddy, pgbouncer, mosquitto, PostgreSQL (no Docker engine needed).
+deploy-check:
+	@scripts/bootstrap.sh test
+	@scripts/services.sh
+	.venv/bin/python -m pytest -q tests/deploy

@@ -109,9 +109,11 @@ def free_ports(count: int) -> int:
     raise RuntimeError("no run of free ports")
 
 
-def start_ingest(url: str, port: int, workers: int, group: str, health_port: int
+def start_ingest(url: str, port: int, workers: int, group: str, health_port: int, batch_size: int | None = None
                  ) -> tuple[subprocess.Popen[str], list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    if batch_size:
+        env["PULSE_INGEST_BATCH_SIZE"] = str(batch_size)
     env.update({"PULSE_ENV": "production", "PULSE_ADMIN_KEY": secrets.token_hex(16),
                 "PULSE_SECRET_KEY": "QmVuY2htYXJrLWtleS1vZi0zMi1ieXRlcy1sZW5ndGg=",
                 "PULSE_MQTT_INGEST_PASSWORD": "bench", "PULSE_DATABASE_URL": url,
@@ -329,7 +331,7 @@ async def wait_for_rows(url: str, expected: int, timeout: float, health_port: in
 async def live(args: argparse.Namespace, url: str, port: int) -> dict[str, Any]:
     group = f"bench-{secrets.token_hex(3)}"
     health = free_ports(args.workers)
-    proc, _ = start_ingest(url, port, args.workers, group, health)
+    proc, _ = start_ingest(url, port, args.workers, group, health, args.batch_size)
     stop = asyncio.Event()
     samples: list[float] = []
     sampler = asyncio.create_task(sample_latency(url, stop, samples))
@@ -357,13 +359,13 @@ async def live(args: argparse.Namespace, url: str, port: int) -> dict[str, Any]:
 async def backlog(args: argparse.Namespace, url: str, port: int) -> dict[str, Any]:
     group = f"bench-{secrets.token_hex(3)}"
     health = free_ports(args.workers)
-    proc, _ = start_ingest(url, port, args.workers, group, health)  # creates the persistent sessions
+    proc, _ = start_ingest(url, port, args.workers, group, health, args.batch_size)  # creates the persistent sessions
     stop_process(proc)
     rate = args.backlog / max(args.publish_s, 1)
     pub = await asyncio.to_thread(publish, port, args.devices, rate, args.publish_s, args.publishers, 0,
                                   args.publisher)
     t0 = time.monotonic()
-    proc, _ = start_ingest(url, port, args.workers, group, health)
+    proc, _ = start_ingest(url, port, args.workers, group, health, args.batch_size)
     start_s = time.monotonic() - t0
     drain_s, n, d = await wait_for_rows(url, pub["sent"], 600, health, args.workers)
     drain_total = time.monotonic() - t0
@@ -386,6 +388,7 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=20000, help="live: total messages per second")
     parser.add_argument("--duration", type=float, default=60, help="live: seconds of publishing")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    parser.add_argument("--batch-size", type=int, default=None, help="PULSE_INGEST_BATCH_SIZE (default: Pulse's)")
     parser.add_argument("--publisher", choices=["python", "c"], default="python",
                         help="python: gmqtt processes; c: bench/pub.c, MQTT over a plain socket (needs cc)")
     parser.add_argument("--backlog", type=int, default=0, help="backlog mode: messages to queue, then drain")

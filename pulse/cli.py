@@ -25,7 +25,8 @@ COMMANDS: dict[str, dict[str, Any]] = {
         "settings": (*DB, "PULSE_HTTP_HOST", "PULSE_HTTP_PORT", "PULSE_PUBLIC_URL", "PULSE_ADMIN_KEY",
                      "PULSE_SECRET_KEY", "PULSE_JWT_ISSUER", "PULSE_JWT_AUDIENCE", "PULSE_JWT_JWKS_URL",
                      "PULSE_ACCESS_TOKEN_TTL_S", "PULSE_REFRESH_TOKEN_TTL_S", "PULSE_DEMO", "PULSE_INGEST_RATE_PER_S",
-                     "PULSE_INGEST_BURST", "PULSE_INGEST_BATCH_SIZE", "PULSE_INGEST_FLUSH_MS"),
+                     "PULSE_INGEST_BURST", "PULSE_INGEST_BATCH_SIZE", "PULSE_INGEST_FLUSH_MS", "PULSE_CORS_ORIGINS",
+                     *HEALTH, "PULSE_SUBSCRIPTION_GRACE_DAYS", "PULSE_SUBSCRIPTION_EXPIRE_AFTER_DAYS"),
     },
     "ingest": {
         "help": "consume device telemetry and heartbeats from MQTT, validate, quarantine, batch-write with COPY",
@@ -35,7 +36,7 @@ COMMANDS: dict[str, dict[str, Any]] = {
     },
     "evaluate": {
         "help": "track device liveness and evaluate alert rules; opens, updates and closes alerts",
-        "settings": (*DB, *HEALTH, "PULSE_EVALUATE_POLL_MS"),
+        "settings": (*DB, *HEALTH, "PULSE_EVALUATE_POLL_MS", "PULSE_EVALUATE_REBALANCE_S"),
     },
     "escalate": {
         "help": "fire due escalation steps of unacknowledged alerts and page whoever is on call",
@@ -49,7 +50,7 @@ COMMANDS: dict[str, dict[str, Any]] = {
     },
     "schedule": {
         "help": "run periodic jobs (partition maintenance, subscription lifecycle, reports, metrics)",
-        "settings": (*DB, *HEALTH, "PULSE_TELEMETRY_RETENTION_DAYS"),
+        "settings": (*DB, *HEALTH, "PULSE_TELEMETRY_RETENTION_DAYS", "PULSE_SUBSCRIPTION_EXPIRE_AFTER_DAYS"),
     },
     "migrate": {
         "help": "apply database migrations up to the newest (safe to run again)",

@@ -19,7 +19,8 @@ DEV_ADMIN_KEY = "dev-admin-key-change-me"
 DEV_SECRET_KEY = base64.urlsafe_b64encode(b"pulse-development-secret-key-32b").decode()
 DEV_MQTT_INGEST_PASSWORD = "dev-ingest-password"  # noqa: S105 - refused in production
 
-_PROCESS_HEALTH_PORTS = {"ingest": 9101, "evaluate": 9102, "escalate": 9103, "deliver": 9104, "schedule": 9105}
+_PROCESS_HEALTH_PORTS = {"web": 9100, "ingest": 9101, "evaluate": 9102, "escalate": 9103, "deliver": 9104,
+                         "schedule": 9105}
 
 
 def _parse_bool(value: str) -> bool:
@@ -43,11 +44,13 @@ def _parse_int(minimum: int | None = None, maximum: int | None = None) -> Callab
     return parse
 
 
-def _parse_float(minimum: float = 0.0) -> Callable[[str], float]:
+def _parse_float(minimum: float = 0.0, maximum: float | None = None) -> Callable[[str], float]:
     def parse(value: str) -> float:
         n = float(value.strip())
         if n < minimum:
             raise ValueError(f"must be >= {minimum}")
+        if maximum is not None and n > maximum:
+            raise ValueError(f"must be <= {maximum}")
         return n
 
     return parse
@@ -70,7 +73,11 @@ def _parse_database_url(value: str) -> str:
         raise ValueError("must be a postgresql:// URL")
     if not parts.hostname and "host=" not in parts.query:
         raise ValueError("must name a host")
-    return "postgresql://" + v.split("://", 1)[1]
+    url = "postgresql://" + v.split("://", 1)[1]
+    from pulse.db import database_target  # Pulse's own URL parameters (pgbouncer=, direct=)
+
+    database_target(url)
+    return url
 
 
 def _parse_service_url(schemes: tuple[str, ...], expected: str) -> Callable[[str], str]:
@@ -111,6 +118,17 @@ def _parse_list(value: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in value.split(",") if x.strip())
 
 
+def _parse_origins(value: str) -> tuple[str, ...]:
+    """Browser origins (scheme://host[:port], no path) allowed to call the API cross-origin."""
+    origins = _parse_list(value)
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query \
+                or parts.fragment or parts.username or origin.endswith("/"):
+            raise ValueError(f"{origin!r} is not an origin like https://app.example.com[:port]")
+    return origins
+
+
 def _parse_nonempty(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -135,7 +153,8 @@ class Settings:
     env: str = _setting("PULSE_ENV", "development", _parse_choice("development", "production", "test"),
                         "development, test or production; production refuses default secrets")
     database_url: str | None = _setting("PULSE_DATABASE_URL", None, _parse_database_url,
-                                        "PostgreSQL URL, e.g. postgresql://pulse@127.0.0.1:5432/pulse")
+                                        "PostgreSQL URL, e.g. postgresql://pulse@127.0.0.1:5432/pulse; via PgBouncer "
+                                        "(transaction pooling) append ?pgbouncer=true&direct=<postgres-host>:<port>")
     database_pool_size: int = _setting("PULSE_DATABASE_POOL_SIZE", 10, _parse_int(1, 500),
                                        "connections per process")
     mqtt_url: str | None = _setting("PULSE_MQTT_URL", None, _parse_mqtt_url,
@@ -174,6 +193,12 @@ class Settings:
                                         "lifetime of built-in refresh tokens")
     telemetry_retention_days: int = _setting("PULSE_TELEMETRY_RETENTION_DAYS", 90, _parse_int(1, 3650),
                                              "days of telemetry kept")
+    subscription_grace_days: int = _setting("PULSE_SUBSCRIPTION_GRACE_DAYS", 14, _parse_int(0, 365),
+                                            "grace days of new subscriptions: after the term ends, days in GRACE "
+                                            "before SUSPENDED")
+    subscription_expire_after_days: int = _setting("PULSE_SUBSCRIPTION_EXPIRE_AFTER_DAYS", 30, _parse_int(0, 3650),
+                                                   "days a subscription stays SUSPENDED after its grace period "
+                                                   "before it is EXPIRED")
     ingest_batch_size: int = _setting("PULSE_INGEST_BATCH_SIZE", 2000, _parse_int(1, 100000),
                                       "rows per COPY batch")
     ingest_flush_ms: int = _setting("PULSE_INGEST_FLUSH_MS", 100, _parse_int(1, 60000),
@@ -186,6 +211,9 @@ class Settings:
                                         "MQTT 5 shared subscription group of ingest workers")
     evaluate_poll_ms: int = _setting("PULSE_EVALUATE_POLL_MS", 1000, _parse_int(10, 60000),
                                      "longest the evaluator sleeps without a wake-up")
+    evaluate_rebalance_s: float = _setting("PULSE_EVALUATE_REBALANCE_S", 2.0, _parse_float(0.5, 5.0),
+                                           "how often each evaluator beats and rebalances its device partitions; "
+                                           "use the same value on every evaluator")
     deliver_poll_ms: int = _setting("PULSE_DELIVER_POLL_MS", 1000, _parse_int(10, 60000),
                                     "longest the deliverer sleeps without a wake-up")
     deliver_retry_base_s: float = _setting("PULSE_DELIVER_RETRY_BASE_S", 30.0, _parse_float(0.01),
@@ -195,11 +223,16 @@ class Settings:
     deliver_lease_s: int = _setting("PULSE_DELIVER_LEASE_S", 60, _parse_int(5, 3600),
                                     "how long a claimed notification is leased; a crashed deliverer's jobs are "
                                     "sent again after it")
-    deliver_max_attempts: int = _setting("PULSE_DELIVER_MAX_ATTEMPTS", 5, _parse_int(1, 100),
-                                         "attempts before a notification is dead-lettered")
+    deliver_max_attempts: int = _setting("PULSE_DELIVER_MAX_ATTEMPTS", 8, _parse_int(1, 100),
+                                         "attempts before a notification is dead-lettered (8 at the default "
+                                         "backoff span about an hour)")
     allow_private_urls: tuple[str, ...] = _setting(
         "PULSE_ALLOW_PRIVATE_URLS", (), _parse_list,
         "comma list of address classes channel URLs may reach: loopback, private, link-local")
+    cors_origins: tuple[str, ...] = _setting(
+        "PULSE_CORS_ORIGINS", (), _parse_origins,
+        "comma list of browser origins (https://app.example.com) allowed to call the API cross-origin; "
+        "empty: no CORS headers (same-origin only)")
     smtp_url: str | None = _setting(
         "PULSE_SMTP_URL", None, _parse_smtp_url,
         "SMTP relay for pages to users' email contact methods: smtp+starttls://user:pass@host:587, "
@@ -210,6 +243,9 @@ class Settings:
                                          _parse_nonempty,
                                          "PagerDuty Events API v2 endpoint for users' PagerDuty contact methods")
     demo: bool = _setting("PULSE_DEMO", False, _parse_bool, "seed a demo tenant, login and devices at start")
+    spa_dist: str | None = _setting("PULSE_SPA_DIST", None, _parse_nonempty,
+                                    "built web app that pulse web serves at /app (default: spa/dist of the source "
+                                    "tree)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = None) -> Settings:
