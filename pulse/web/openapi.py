@@ -77,10 +77,10 @@ ENVELOPE_EXAMPLE = {"version": "1", "seq": 1042, "ts": "2026-11-23T09:00:00Z", "
                                                                                            "door": "closed"}}
 BATCH = Schema(type=OpenAPIType.OBJECT, title="Batch", required=["messages"], properties={
     "messages": Schema(type=OpenAPIType.ARRAY, max_items=500, items=Schema(
-        type=OpenAPIType.OBJECT,
-        description="one message: tenant_id, device_id, msg_type (telemetry or heartbeat), token (the device's "
-                    "provision token) and message (the envelope). Each is judged on its own: a message with a "
-                    "missing or wrong field gets its own rejection in the answer while the others are taken."))})
+        description="one message, an object: tenant_id, device_id, msg_type (telemetry or heartbeat), token (the "
+                    "device's provision token) and message (the envelope). Each is judged on its own: an item "
+                    "that is not such an object, or has a missing or wrong field, gets its own rejection in the "
+                    "answer (and is quarantined) while the others are taken; so any JSON value is allowed here."))})
 BATCH_EXAMPLE = {"messages": [{"tenant_id": "acme", "device_id": "freezer-7", "msg_type": "telemetry",
                                "token": "pt_Zt0q…", "message": ENVELOPE_EXAMPLE}]}
 CSV_EXAMPLE = "device_id,name,site_id,device_type,tags,heartbeat_interval_s\n" \

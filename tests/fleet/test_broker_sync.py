@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None or shutil.whic
 
 
 async def _connects(port: int, username: str, password: str) -> gmqtt.Client | None:
-    client = gmqtt.Client(f"dev-{time.monotonic_ns()}")
+    client = gmqtt.Client(username)  # a device account connects with its username as client id
     client.set_config({"reconnect_retries": 0})
     client.set_auth_credentials(username, password)
     try:

@@ -111,14 +111,16 @@ async def test_the_noc_endpoints(client: Client, engine: AsyncEngine, settings: 
     await insert_alert(engine, tenant.tenant_id, device_id=silent, severity=5)
     now = datetime.now(UTC)
     hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    # two days back: `pulse schedule` processes of other tests sample alerts.open into this database right now
+    minute = now.replace(second=0, microsecond=0) - timedelta(days=2)
     async with system_tx(engine) as conn:
         await conn.execute(text("UPDATE device_state SET status = 'ONLINE' WHERE tenant_id = :t AND device_id = :d"),
                            {"t": tenant.tenant_id, "d": online})
         await conn.execute(text(
             "INSERT INTO system_metrics (time, metric, value, labels) VALUES "
             "(:h, 'tenant.messages', 42, CAST(:l AS jsonb)), (:a, 'alerts.open', 3, '{}'), (:b, 'alerts.open', 5, '{}')"),
-            {"h": hour, "l": f'{{"tenant_id": "{tenant.tenant_id}"}}', "a": now - timedelta(minutes=3),
-             "b": now - timedelta(minutes=2, seconds=58)})
+            {"h": hour, "l": f'{{"tenant_id": "{tenant.tenant_id}"}}', "a": minute + timedelta(seconds=10),
+             "b": minute + timedelta(seconds=12)})
 
     r = await client.get(f"{SYSTEM}/tenants", headers=auth, params={"tenant_id": tenant.tenant_id})
     assert r.status_code == 200, r.text
@@ -131,7 +133,8 @@ async def test_the_noc_endpoints(client: Client, engine: AsyncEngine, settings: 
     assert sum(p["messages"] for p in row["activity"]) == 42
 
     r = await client.get(f"{SYSTEM}/metrics/alerts.open", headers=auth, params={
-        "from": (now - timedelta(minutes=5)).isoformat(), "to": now.isoformat(), "step_s": 60})
+        "from": (minute - timedelta(minutes=2)).isoformat(), "to": (minute + timedelta(minutes=2)).isoformat(),
+        "step_s": 60})
     assert r.status_code == 200, r.text
     history = r.json()
     assert history["step_s"] == 60 and len(history["series"]) == 1
