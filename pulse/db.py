@@ -90,8 +90,12 @@ def _unnamed_statement() -> str:
     return ""
 
 
+def _asyncpg_url(url: str) -> str:
+    return "postgresql+asyncpg://" + url.split("://", 1)[1]
+
+
 def sqlalchemy_url(database_url: str) -> str:
-    return "postgresql+asyncpg://" + database_target(database_url).url.split("://", 1)[1]
+    return _asyncpg_url(database_target(database_url).url)
 
 
 def create_engine(database_url: str, *, pool_size: int = 10, application_name: str = "pulse") -> AsyncEngine:
@@ -107,7 +111,7 @@ def create_engine(database_url: str, *, pool_size: int = 10, application_name: s
         connect_args["statement_cache_size"] = 0
         connect_args["prepared_statement_name_func"] = _unnamed_statement
     return create_async_engine(
-        "postgresql+asyncpg://" + target.url.split("://", 1)[1],
+        _asyncpg_url(target.url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,

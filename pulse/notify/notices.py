@@ -11,18 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pulse.notify.routing import JOBS_CHANNEL
+from pulse.notify.routing import enqueue_direct
 from pulse.notify.schemas import AlertEventMessage
-
-_INSERT_NOTICE = text(
-    "INSERT INTO notification_jobs (tenant_id, contact_id, event_id, event_kind, payload, idempotency_key, "
-    "  next_attempt_at, created_at, updated_at) "
-    "VALUES (:t, CAST(:m AS uuid), 0, :k, CAST(:p AS jsonb), :key, :now, :now, :now) "
-    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id::text")
 
 
 def notice_message(*, tenant_id: str, subject_type: str, subject_id: str, event_kind: str, severity: int,
@@ -38,9 +30,4 @@ def notice_message(*, tenant_id: str, subject_type: str, subject_id: str, event_
 async def enqueue_notice(conn: AsyncConnection, msg: AlertEventMessage, *, contact_id: str, key: str,
                          now: datetime) -> str | None:
     """One job sending `msg` to a person's contact method; `key` makes it once-only (None when it existed)."""
-    job_id = (await conn.execute(_INSERT_NOTICE, {
-        "t": msg.tenant_id, "m": contact_id, "k": msg.event_kind, "p": msgspec.json.encode(msg).decode(),
-        "key": key, "now": now})).scalar()
-    if job_id:
-        await conn.execute(text("SELECT pg_notify(:c, '')"), {"c": JOBS_CHANNEL})
-    return str(job_id) if job_id else None
+    return await enqueue_direct(conn, msg, key=key, contact_id=contact_id, now=now, of_alert=False)

@@ -77,14 +77,16 @@ _INSERT_JOB = text(
 
 async def enqueue_direct(conn: AsyncConnection, msg: AlertEventMessage, *, key: str, now: datetime,
                          channel_id: str | None = None, contact_id: str | None = None,
-                         due_at: datetime | None = None) -> str | None:
+                         due_at: datetime | None = None, of_alert: bool = True) -> str | None:
     """One job to a named channel or to a person's contact method (escalation), bypassing routing rules.
 
     `key` makes it idempotent: the same step enqueued twice is one job. `due_at` delays it (a personal
-    notification rule such as "Slack after 5 minutes"). Returns the new job id, None when the key existed.
+    notification rule such as "Slack after 5 minutes"). `of_alert=False` for a message about no alert (an account
+    notice): the job refers to no alert. Returns the new job id, None when the key existed.
     """
     job_id = (await conn.execute(_INSERT_JOB, {
-        "t": msg.tenant_id, "c": channel_id, "m": contact_id, "a": msg.alert_id, "e": msg.event_id,
+        "t": msg.tenant_id, "c": channel_id, "m": contact_id, "a": msg.alert_id if of_alert else None,
+        "e": msg.event_id,
         "k": msg.event_kind, "p": msgspec.json.encode(msg).decode(), "key": key, "due": due_at or now,
         "now": now})).scalar()
     if job_id:

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pulse.alerting.maintenance import MaintenanceDevice, MaintenanceWindow, covers, list_windows
+from pulse.alerting.maintenance import MaintenanceDevice, covers, enabled_windows
 from pulse.notify.schemas import SEVERITY_NAMES
 from pulse.reports.schemas import (
     AlertingDevice,
@@ -39,7 +39,6 @@ from pulse.reports.schemas import (
 from pulse.reports.spans import Span, clip, subtract, total_seconds, union, window_occurrences
 
 TOP_DEVICES = 10
-_WINDOW_PAGE = 500
 
 _DEVICES = text(
     "SELECT d.device_id, d.name, d.site_id, d.device_type, d.created_at, "
@@ -109,15 +108,6 @@ def online_spans(transitions: list[tuple[str, datetime]], end: datetime) -> list
     return union(spans)
 
 
-async def _windows(conn: AsyncConnection, tenant_id: str) -> list[MaintenanceWindow]:
-    windows: list[MaintenanceWindow] = []
-    while True:
-        page = await list_windows(conn, tenant_id, limit=_WINDOW_PAGE, offset=len(windows))
-        windows += page.items
-        if not page.items or len(windows) >= page.total:
-            return [w for w in windows if w.is_enabled]
-
-
 async def _availability(conn: AsyncConnection, tenant_id: str, start: datetime,
                         end: datetime) -> tuple[Availability, list[DeviceAvailability]]:
     params = {"t": tenant_id, "start": start, "end": end}
@@ -125,7 +115,8 @@ async def _availability(conn: AsyncConnection, tenant_id: str, start: datetime,
     history: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
     for r in (await conn.execute(_HISTORY, params)).all():
         history[r.device_id].append((r.status, r.changed_at))
-    windows = [(w, occ) for w in await _windows(conn, tenant_id) if (occ := window_occurrences(w, start, end))]
+    windows = [(w, occ) for w in await enabled_windows(conn, tenant_id, start)
+               if (occ := window_occurrences(w, start, end))]
     rows: list[DeviceAvailability] = []
     online_total = observed_total = maintenance_total = 0.0
     for d in devices:

@@ -14,7 +14,6 @@ import msgspec
 from litestar import Router, get
 from litestar.params import QueryParameter
 
-from pulse.checks import check_no_nul
 from pulse.errors import ValidationError
 from pulse.fleet.operator.common import MAX_OFFSET
 from pulse.ingest.envelope import Reason
@@ -61,9 +60,8 @@ async def quarantine_events(operator_conn: OperatorConnDep,
                             reason: ReasonQuery = None, since: TimeQuery = None, until: TimeQuery = None,
                             limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
                             offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0) -> EventPage:
-    items, total = await list_quarantine_events(operator_conn, tenant_id=check_no_nul(tenant_id, "tenant_id"),
-                                                reason=_reason(reason), since=since, until=until, limit=limit,
-                                                offset=offset)
+    items, total = await list_quarantine_events(operator_conn, tenant_id=tenant_id, reason=_reason(reason),
+                                                since=since, until=until, limit=limit, offset=offset)
     return EventPage(items=items, total=total, limit=limit, offset=offset)
 
 
@@ -73,8 +71,8 @@ async def quarantine_counters(operator_conn: OperatorConnDep,
                               tenant_id: Annotated[str | None, QueryParameter(max_length=63)] = None,
                               reason: ReasonQuery = None, since: TimeQuery = None,
                               until: TimeQuery = None) -> CountList:
-    items = await list_quarantine_counts(operator_conn, tenant_id=check_no_nul(tenant_id, "tenant_id"),
-                                         reason=_reason(reason), since=since, until=until)
+    items = await list_quarantine_counts(operator_conn, tenant_id=tenant_id, reason=_reason(reason), since=since,
+                                         until=until)
     totals: dict[str, int] = {}
     for c in items:
         totals[c.reason] = totals.get(c.reason, 0) + c.count
