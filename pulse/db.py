@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -117,6 +118,7 @@ def create_engine(database_url: str, *, pool_size: int = 10, application_name: s
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args=connect_args,
+        json_deserializer=msgspec.json.decode,  # jsonb columns: the same values as json.loads, several times faster
     )
 
 
@@ -156,3 +158,37 @@ async def connect_raw(database_url: str, application_name: str = "pulse-listen")
     """A dedicated asyncpg session with PostgreSQL itself, bypassing PgBouncer (LISTEN needs one of its own)."""
     return await asyncpg.connect(database_target(database_url).direct_url,
                                  server_settings={"application_name": application_name})
+
+
+DATA_ERROR_CLASSES = ("22", "23", "54")
+"""SQLSTATE classes that a statement's own values cause (data exception, integrity violation, program limit):
+retrying the same statement fails the same way, while other statements go through."""
+
+
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps (SQLAlchemy's `orig`, causes), outermost first."""
+    out: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in out and len(out) < 10:
+        out.append(current)
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+    return out
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of a database error, wherever it is in the chain; None for other errors."""
+    for e in error_chain(exc):
+        state = getattr(e, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether the statement's own values were refused (DATA_ERROR_CLASSES, or asyncpg could not encode one), as
+    opposed to the database being unreachable or busy."""
+    if any(isinstance(e, asyncpg.exceptions.DataError) for e in error_chain(exc)):
+        return True
+    state = sqlstate(exc)
+    return state is not None and state[:2] in DATA_ERROR_CLASSES

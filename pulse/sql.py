@@ -58,7 +58,7 @@ async def fetch_page(conn: AsyncConnection, *, columns: str, source: str, where:
 
 
 def like_pattern(query: str) -> str:
-    """A substring pattern for `ILIKE … ESCAPE '\\'` with the caller's `%`, `_` and `\\` taken literally."""
+    """A substring pattern for `LIKE … ESCAPE '\\'` with the caller's `%`, `_` and `\\` taken literally."""
     escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 

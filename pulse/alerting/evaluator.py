@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pulse.alerting.maintenance import MaintenanceCache, devices_in_maintenance, silent_since_maintenance
@@ -34,14 +36,18 @@ from pulse.alerting.rules import (
 )
 from pulse.alerting.service import AlertSignal, clear_alert, notify_device_states, raise_alert
 from pulse.alerting.windows import GapState, anomaly_samples, gap_changes, rate_samples
-from pulse.db import system_tx
+from pulse.db import is_data_error, sqlstate, system_tx
 from pulse.errors import ValidationError
 
 log = logging.getLogger("pulse.evaluate")
 
 DeviceKey = tuple[str, str]
 Owns = Callable[[str, str], bool]
-CHUNK = 500
+CHUNK = 1000
+"""Devices judged per transaction, whatever their tenants: the per-batch queries (state, liveness, open alerts) are
+one statement each for the whole chunk."""
+WINDOW_VERDICT_TTL = timedelta(seconds=60)
+"""How long a RATE/ANOMALY verdict is reused while no new sample of its metric arrives (see Evaluator)."""
 GAP_CHECK_EVERY = timedelta(seconds=10)
 """How often GAP rules are checked for devices that send nothing (gaps are at least 60 s)."""
 
@@ -55,18 +61,34 @@ class DeviceSnapshot:
     groups: frozenset[str]
     metrics: dict[str, Any]
     last_telemetry_at: datetime | None
+    metrics_at: dict[str, Any] = field(default_factory=dict)  # metric -> newest reading's time (ISO text)
     in_maintenance: bool = False  # in a maintenance window now: nothing is raised for it
+
+
+@dataclass(frozen=True)
+class _WindowVerdict:
+    definition: RateDefinition | AnomalyDefinition
+    anchor: Any  # the metric's newest reading time the verdict was computed for
+    at: datetime
+    verdict: Verdict
 
 
 @dataclass
 class Evaluator:
-    """Holds enabled rules in memory and evaluates the devices it is told have new data."""
+    """Holds enabled rules in memory and evaluates the devices it is told have new data.
+
+    A RATE or ANOMALY verdict depends only on the samples up to the metric's newest one (windows end at the latest
+    sample), so while a device sends other metrics its verdict is reused instead of reading the window again. A
+    sample that arrives late (older than the newest) is taken in when the verdict is older than
+    WINDOW_VERDICT_TTL.
+    """
 
     engine: AsyncEngine
     base_url: str = ""
     rules_by_tenant: dict[str, list[Rule]] = field(default_factory=dict)
     # (rule_id, device_id) -> when the condition started holding, for rules with for_seconds and no open alert.
     pending_since: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    window_verdicts: dict[tuple[str, str], _WindowVerdict] = field(default_factory=dict)
     gaps_checked_at: datetime | None = None
     maintenance: MaintenanceCache = field(default_factory=MaintenanceCache)
     alerts_opened: int = 0
@@ -95,37 +117,58 @@ class Evaluator:
 
     async def evaluate_devices(self, keys: Iterable[DeviceKey], now: datetime) -> None:
         """Evaluate every rule that applies to these devices; one transaction per chunk of devices."""
-        by_tenant: dict[str, list[str]] = defaultdict(list)
-        for tenant_id, device_id in keys:
-            by_tenant[tenant_id].append(device_id)
-        for tenant_id, device_ids in by_tenant.items():
-            for i in range(0, len(device_ids), CHUNK):
-                async with system_tx(self.engine) as conn:
-                    await self._evaluate_chunk(conn, tenant_id, device_ids[i:i + CHUNK], now)
+        ordered = sorted(set(keys))  # tenant by tenant; the same lock order in every evaluator
+        for i in range(0, len(ordered), CHUNK):
+            async with system_tx(self.engine) as conn:
+                await self._evaluate_chunk(conn, ordered[i:i + CHUNK], now)
 
-    async def _evaluate_chunk(self, conn: AsyncConnection, tenant_id: str, device_ids: list[str],
-                              now: datetime) -> None:
-        rules = self.rules_by_tenant.get(tenant_id, [])
-        snapshots = await _load_snapshots(conn, tenant_id, device_ids)
-        held = await self.maintenance.devices_in_maintenance(conn, tenant_id, [s.device_id for s in snapshots], now)
+    async def evaluate_each(self, keys: Iterable[DeviceKey], now: datetime) -> list[DeviceKey]:
+        """Evaluate devices one transaction each, after a chunk failed on its data: a device whose own evaluation the
+        database refuses (is_data_error) is logged and skipped, so it cannot hold up the others. Returns those."""
+        skipped: list[DeviceKey] = []
+        for key in sorted(set(keys)):
+            try:
+                async with system_tx(self.engine) as conn:
+                    await self._evaluate_chunk(conn, [key], now)
+            except (SQLAlchemyError, asyncpg.PostgresError) as exc:
+                if not is_data_error(exc):
+                    raise
+                log.error("evaluation of a device refused by the database; skipped until its next message",
+                          extra={"tenant_id": key[0], "device_id": key[1], "sqlstate": sqlstate(exc),
+                                 "error": str(exc)[:500]})
+                skipped.append(key)
+        return skipped
+
+    async def _evaluate_chunk(self, conn: AsyncConnection, keys: list[DeviceKey], now: datetime) -> None:
+        snapshots = await _load_snapshots(conn, keys)
+        by_tenant: dict[str, list[DeviceSnapshot]] = defaultdict(list)
         for snap in snapshots:
-            snap.in_maintenance = snap.device_id in held
-        await _mark_online(conn, tenant_id, [s.device_id for s in snapshots], now)
+            by_tenant[snap.tenant_id].append(snap)
+        for tenant_id, snaps in by_tenant.items():
+            held = await self.maintenance.devices_in_maintenance(conn, tenant_id, [s.device_id for s in snaps], now)
+            for snap in snaps:
+                snap.in_maintenance = snap.device_id in held
+        await _mark_online(conn, [(s.tenant_id, s.device_id) for s in snapshots], now)
         open_rows = (await conn.execute(text(
-            "SELECT a.fingerprint, a.alert_type = 'NO_HEARTBEAT' AND ds.last_seen_at > a.opened_at AS spoke_since "
-            "FROM alerts a JOIN device_state ds ON ds.tenant_id = a.tenant_id AND ds.device_id = a.device_id "
-            "WHERE a.tenant_id = :t AND a.device_id = ANY(:d) AND a.status IN ('OPEN', 'ACKNOWLEDGED')"),
-            {"t": tenant_id, "d": device_ids})).all()
-        open_fps = {r.fingerprint for r in open_rows}
-        back = {r.fingerprint for r in open_rows if r.spoke_since}
-        for snap in snapshots:
-            if f"NO_HEARTBEAT:{snap.device_id}" in back:
-                await clear_alert(conn, tenant_id, f"NO_HEARTBEAT:{snap.device_id}", reason="device is sending again",
-                                  now=now, base_url=self.base_url)
-        for rule in rules:
-            targets = [s for s in snapshots if rule.applies_to(s.device_id, s.site_id, s.tags, s.groups)]
-            if targets:
-                await self._apply_rule(conn, rule, targets, open_fps, now)
+            "SELECT a.tenant_id, a.fingerprint, "
+            "  a.alert_type = 'NO_HEARTBEAT' AND ds.last_seen_at > a.opened_at AS spoke_since "
+            "FROM unnest(CAST(:t AS text[]), CAST(:d AS text[])) AS k(tenant_id, device_id) "
+            "JOIN alerts a ON a.tenant_id = k.tenant_id AND a.device_id = k.device_id "
+            "JOIN device_state ds ON ds.tenant_id = a.tenant_id AND ds.device_id = a.device_id "
+            "WHERE a.status IN ('OPEN', 'ACKNOWLEDGED')"),
+            {"t": [s.tenant_id for s in snapshots], "d": [s.device_id for s in snapshots]})).all()
+        open_fps: dict[str, set[str]] = defaultdict(set)
+        for r in open_rows:
+            open_fps[r.tenant_id].add(r.fingerprint)
+        for r in open_rows:
+            if r.spoke_since:
+                await clear_alert(conn, r.tenant_id, r.fingerprint, reason="device is sending again", now=now,
+                                  base_url=self.base_url)
+        for tenant_id, snaps in by_tenant.items():
+            for rule in self.rules_by_tenant.get(tenant_id, []):
+                targets = [s for s in snaps if rule.applies_to(s.device_id, s.site_id, s.tags, s.groups)]
+                if targets:
+                    await self._apply_rule(conn, rule, targets, open_fps[tenant_id], now)
 
     async def _apply_rule(self, conn: AsyncConnection, rule: Rule, targets: list[DeviceSnapshot],
                           open_fps: set[str], now: datetime) -> None:
@@ -139,21 +182,46 @@ class Evaluator:
                 for change in await gap_changes(conn, rule, d.metric, now - _gap_span(rule, d), device_ids=gapped):
                     await self._settle_gap(conn, rule, d, change, now, in_maintenance=change.device_id in held)
             return
-        ids = [s.device_id for s in targets]
         verdicts: dict[str, Verdict]
-        if isinstance(d, RateDefinition):
-            rates = await rate_samples(conn, rule.tenant_id, ids, d.metric, d.window_seconds)
-            verdicts = {i: rate_verdict(d, rates.get(i)) for i in ids}
-        elif isinstance(d, AnomalyDefinition):
-            samples = await anomaly_samples(conn, rule.tenant_id, ids, d.metric, d.window_seconds)
-            verdicts = {i: anomaly_verdict(d, samples.get(i)) for i in ids}
+        if isinstance(d, RateDefinition | AnomalyDefinition):
+            verdicts = await self._window_verdicts(conn, rule, d, targets, now)
         elif isinstance(d, MultiDefinition):
             verdicts = {s.device_id: multi_verdict(d, s.metrics) for s in targets}
         else:
             verdicts = {s.device_id: threshold_verdict(d, s.metrics) for s in targets}
         for snap in targets:
-            await self._settle(conn, rule, snap, verdicts[snap.device_id], rule.fingerprint(snap.device_id) in open_fps,
-                               now)
+            is_open = bool(open_fps) and rule.fingerprint(snap.device_id) in open_fps
+            await self._settle(conn, rule, snap, verdicts[snap.device_id], is_open, now)
+
+    async def _window_verdicts(self, conn: AsyncConnection, rule: Rule, d: RateDefinition | AnomalyDefinition,
+                               targets: list[DeviceSnapshot], now: datetime) -> dict[str, Verdict]:
+        """RATE/ANOMALY verdicts: reused while the metric has no newer reading, else one window query for the rest."""
+        verdicts: dict[str, Verdict] = {}
+        stale: list[str] = []
+        for snap in targets:
+            anchor = snap.metrics_at.get(d.metric)
+            if anchor is None:  # never reported: the window query would find nothing
+                verdicts[snap.device_id] = (rate_verdict(d, None) if isinstance(d, RateDefinition)
+                                            else anomaly_verdict(d, None))
+                continue
+            cached = self.window_verdicts.get((rule.rule_id, snap.device_id))
+            if (cached is not None and cached.anchor == anchor and cached.definition == d
+                    and now - cached.at < WINDOW_VERDICT_TTL):
+                verdicts[snap.device_id] = cached.verdict
+            else:
+                stale.append(snap.device_id)
+        if stale:
+            if isinstance(d, RateDefinition):
+                rates = await rate_samples(conn, rule.tenant_id, stale, d.metric, d.window_seconds)
+                fresh = {i: rate_verdict(d, rates.get(i)) for i in stale}
+            else:
+                samples = await anomaly_samples(conn, rule.tenant_id, stale, d.metric, d.window_seconds)
+                fresh = {i: anomaly_verdict(d, samples.get(i)) for i in stale}
+            anchors = {s.device_id: s.metrics_at.get(d.metric) for s in targets}
+            for device_id, verdict in fresh.items():
+                self.window_verdicts[(rule.rule_id, device_id)] = _WindowVerdict(d, anchors[device_id], now, verdict)
+            verdicts.update(fresh)
+        return verdicts
 
     async def _settle(self, conn: AsyncConnection, rule: Rule, snap: DeviceSnapshot, verdict: Verdict,
                       is_open: bool, now: datetime) -> None:
@@ -244,10 +312,17 @@ class Evaluator:
     def forget_devices(self, owns: Owns) -> None:
         """Drop the in-memory windows (for_seconds) of devices this instance no longer evaluates."""
         tenant_of = {r.rule_id: r.tenant_id for rs in self.rules_by_tenant.values() for r in rs}
-        for key in list(self.pending_since):
-            tenant_id = tenant_of.get(key[0])
-            if tenant_id is None or not owns(tenant_id, key[1]):
-                del self.pending_since[key]
+        for table in (self.pending_since, self.window_verdicts):
+            for key in list(table):
+                tenant_id = tenant_of.get(key[0])
+                if tenant_id is None or not owns(tenant_id, key[1]):
+                    del table[key]
+
+    def prune_window_verdicts(self, now: datetime) -> None:
+        """Drop reused verdicts that are too old to be used again (devices that went quiet, rules removed)."""
+        for key, cached in list(self.window_verdicts.items()):
+            if now - cached.at >= WINDOW_VERDICT_TTL:
+                del self.window_verdicts[key]
 
     def due_pending(self, now: datetime) -> set[DeviceKey]:
         """Devices whose for_seconds window has run out since their last evaluation."""
@@ -273,34 +348,42 @@ def _metric(d: ThresholdDefinition | MultiDefinition | RateDefinition | AnomalyD
     return None if isinstance(d, MultiDefinition) else d.metric
 
 
-async def _load_snapshots(conn: AsyncConnection, tenant_id: str, device_ids: list[str]) -> list[DeviceSnapshot]:
+async def _load_snapshots(conn: AsyncConnection, keys: list[DeviceKey]) -> list[DeviceSnapshot]:
+    """The ACTIVE devices among `keys` with their latest metrics, in the order of `keys`."""
     rows = (await conn.execute(text(
-        "SELECT d.device_id, d.site_id, d.tags, ds.latest_metrics, ds.last_telemetry_at, "
+        "SELECT d.tenant_id, d.device_id, d.site_id, d.tags, ds.latest_metrics, ds.latest_metrics_at, "
+        "  ds.last_telemetry_at, "
         "  coalesce(array(SELECT m.group_id::text FROM device_group_members m "
         "    WHERE m.tenant_id = d.tenant_id AND m.device_id = d.device_id), '{}') AS groups "
-        "FROM devices d JOIN device_state ds USING (tenant_id, device_id) "
-        "WHERE d.tenant_id = :t AND d.device_id = ANY(:d) AND d.status = 'ACTIVE'"),
-        {"t": tenant_id, "d": device_ids})).all()
-    return [DeviceSnapshot(tenant_id, r.device_id, r.site_id, frozenset(r.tags or ()), frozenset(r.groups or ()),
-                           dict(r.latest_metrics or {}), r.last_telemetry_at) for r in rows]
+        "FROM unnest(CAST(:t AS text[]), CAST(:d AS text[])) WITH ORDINALITY AS k(tenant_id, device_id, n) "
+        "JOIN devices d ON d.tenant_id = k.tenant_id AND d.device_id = k.device_id "
+        "JOIN device_state ds ON ds.tenant_id = d.tenant_id AND ds.device_id = d.device_id "
+        "WHERE d.status = 'ACTIVE' ORDER BY k.n"),
+        {"t": [k[0] for k in keys], "d": [k[1] for k in keys]})).all()
+    return [DeviceSnapshot(r.tenant_id, r.device_id, r.site_id, frozenset(r.tags or ()), frozenset(r.groups or ()),
+                           dict(r.latest_metrics or {}), r.last_telemetry_at, dict(r.latest_metrics_at or {}))
+            for r in rows]
 
 
-async def _mark_online(conn: AsyncConnection, tenant_id: str, device_ids: list[str], now: datetime) -> None:
+async def _mark_online(conn: AsyncConnection, keys: list[DeviceKey], now: datetime) -> None:
     """Any accepted message is a sign of life: devices that were not ONLINE become ONLINE (recorded)."""
-    if not device_ids:
+    if not keys:
         return
     changed = (await conn.execute(text(
         "WITH changed AS ("
         "  UPDATE device_state ds SET status = 'ONLINE', last_state_change_at = :now "
-        "  FROM (SELECT device_id, status AS old FROM device_state WHERE tenant_id = :t AND device_id = ANY(:d) "
-        "        AND status <> 'ONLINE' FOR UPDATE) prev "
-        "  WHERE ds.tenant_id = :t AND ds.device_id = prev.device_id "
+        "  FROM (SELECT s.tenant_id, s.device_id, s.status AS old FROM device_state s "
+        "        JOIN unnest(CAST(:t AS text[]), CAST(:d AS text[])) AS k(tenant_id, device_id) "
+        "          ON s.tenant_id = k.tenant_id AND s.device_id = k.device_id "
+        "        WHERE s.status <> 'ONLINE' ORDER BY s.tenant_id, s.device_id FOR UPDATE OF s) prev "
+        "  WHERE ds.tenant_id = prev.tenant_id AND ds.device_id = prev.device_id "
         "    AND ds.last_seen_at > coalesce(ds.last_state_change_at, '-infinity') "
-        "  RETURNING ds.device_id, prev.old), "
+        "  RETURNING ds.tenant_id, ds.device_id, prev.old), "
         "hist AS (INSERT INTO device_state_history (tenant_id, device_id, status, previous_status, changed_at) "
-        "  SELECT :t, device_id, 'ONLINE', old, :now FROM changed) "
-        "SELECT device_id FROM changed"), {"t": tenant_id, "d": device_ids, "now": now})).scalars().all()
-    await notify_device_states(conn, [(tenant_id, d, "ONLINE") for d in changed], changed_at=now)
+        "  SELECT tenant_id, device_id, 'ONLINE', old, :now FROM changed) "
+        "SELECT tenant_id, device_id FROM changed"),
+        {"t": [k[0] for k in keys], "d": [k[1] for k in keys], "now": now})).all()
+    await notify_device_states(conn, [(r.tenant_id, r.device_id, "ONLINE") for r in changed], changed_at=now)
 
 
 # Each ONLINE/STALE device's status at :now from its silence (since its last message, or since ingest came back);

@@ -7,12 +7,12 @@ the partitions it holds, and catches up on a partition's recent devices when it 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 
 import asyncpg
+import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,7 +21,7 @@ from pulse.alerting.guard import guarded_liveness
 from pulse.alerting.lag import WakeupLag
 from pulse.alerting.partitions import PARTITIONS, PartitionOwner, partition_sql
 from pulse.clock import Clock, SystemClock
-from pulse.db import connect_raw, system_tx
+from pulse.db import connect_raw, is_data_error, system_tx
 from pulse.ingest.heartbeat import instance_name
 from pulse.runtime import TRANSIENT_DB_ERRORS, Backoff, wait_or_stop, worker_context
 from pulse.settings import Settings
@@ -43,8 +43,8 @@ MAX_BATCH = 2000
 def parse_wakeup(payload: str) -> list[DeviceKey]:
     """Ingest's NOTIFY payload: a JSON list of [tenant_id, device_id] pairs (or {"devices": [...]})."""
     try:
-        data = json.loads(payload)
-    except ValueError:
+        data = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
         log.warning("ignoring malformed wake-up payload", extra={"payload": payload[:200]})
         return []
     if isinstance(data, dict):
@@ -150,6 +150,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                     if wakeups.rules_dirty.is_set() or now - rules_loaded_at >= RULES_REFRESH:
                         wakeups.rules_dirty.clear()
                         await evaluator.load_rules()
+                        evaluator.prune_window_verdicts(now)
                         rules_loaded_at = now
                     if rebalanced_at is None or now - rebalanced_at >= round_every:
                         rebalanced_at = now
@@ -170,7 +171,12 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                     taken = wakeups.lag.take()
                     batch = _take_batch(queue, owner)
                     if batch:
-                        await evaluator.evaluate_devices(batch, now)
+                        try:
+                            await evaluator.evaluate_devices(batch, now)
+                        except TRANSIENT_DB_ERRORS as exc:
+                            if not is_data_error(exc):
+                                raise
+                            await evaluator.evaluate_each(batch, now)  # one device's data must not stop the rest
                     wakeups.lag.done(taken if batch else None, len(queue))
                     if now >= next_liveness and owner.owned:
                         async with system_tx(ctx.engine) as conn:

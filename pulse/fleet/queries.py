@@ -5,9 +5,10 @@ query also names the tenant, so isolation holds twice. Lists are built to use th
 fleet of 100k devices: the primary key (tenant_id, device_id) for the default order and paging, devices_name
 and devices_name_desc for sorting by name, devices_site for `site_id`, device_state_status for `state`.
 
-Row-level security keeps `@>` and `ILIKE` (not LEAKPROOF) out of index conditions, so tag and text filters
-are applied by `pulse_device_ids_matching` (migration 0007): the ids of the current tenant's devices with those
-tags and that text, found through devices_tags and the trigram indexes; the rows are then read by id under
+Row-level security keeps `@>` and `LIKE` (not LEAKPROOF) out of index conditions, so tag and text filters
+are applied by `pulse_device_ids_matching` (migrations 0007, 0008): the ids of the current tenant's devices with
+those tags and that text, found through devices_tags and the trigram indexes on lower(device_id) and lower(name)
+(text matches case-insensitively as `lower(column) LIKE lower(pattern)`); the rows are then read by id under
 RLS. A page's ids are found first on narrow rows (index-only where the order allows) and only those rows are
 read in full. Sorting by last_seen_at or state has no index: one on device_state's last_seen_at would cost
 ingest its HOT updates, so the tenant's device_state rows are sorted instead. No Litestar here.
@@ -240,7 +241,8 @@ async def list_devices(conn: AsyncConnection, tenant_id: str, *, states: Sequenc
         where.append("d.device_id IN (SELECT pulse_device_ids_matching(CAST(:tags AS text[]), CAST(:pattern AS text)))")
         params.update(tags=list(tags) or None, pattern=like_pattern(query) if query and searchable else None)
     if query and not searchable:
-        where.append("(d.device_id ILIKE :pattern ESCAPE '\\' OR d.name ILIKE :pattern ESCAPE '\\')")
+        where.append("(lower(d.device_id) LIKE lower(:pattern) ESCAPE '\\' "
+                     "OR lower(d.name) LIKE lower(:pattern) ESCAPE '\\')")
         params["pattern"] = like_pattern(query)
     condition = " AND ".join(where)
     bound = {**params, "limit": limit, "offset": offset}

@@ -16,7 +16,7 @@ import prometheus_client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.clock import Clock
-from pulse.db import driver_connection, ingest_tx
+from pulse.db import driver_connection, error_chain, ingest_tx, is_data_error, sqlstate
 from pulse.errors import PulseError
 from pulse.ingest.envelope import Reason
 from pulse.ingest.quarantine import QuarantineEvent, quarantine_event, write_quarantine
@@ -88,7 +88,6 @@ JOIN devices d ON d.tenant_id = u.tenant_id AND d.device_id = u.device_id
 ON CONFLICT (tenant_id, device_id) DO NOTHING
 """
 
-_ROW_ERROR_CLASSES = ("22", "23", "54")  # data exception, integrity violation, program limit: the rows, not the link
 _encode = msgspec.json.encode
 
 Item = Accepted | QuarantineEvent
@@ -287,7 +286,7 @@ class BatchWriter:
             try:
                 await self._write(chunk)
             except Exception as exc:
-                if _is_row_error(exc):
+                if is_data_error(exc):
                     chunks.pop(0)
                     if len(chunk) > 1:
                         mid = len(chunk) // 2
@@ -440,33 +439,8 @@ def _refused(row: Accepted, exc: Exception) -> QuarantineEvent:
         topic=f"tenant/{row.tenant_id}/device/{row.device_id}/{row.msg_type}", payload=payload)
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in out and len(out) < 10:
-        out.append(current)
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
-    return out
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    for e in _chain(exc):
-        state = getattr(e, "sqlstate", None)
-        if isinstance(state, str):
-            return state
-    return None
-
-
 def _is_missing_partition(exc: BaseException) -> bool:
-    return _sqlstate(exc) == "23514" and any("no partition" in str(e) for e in _chain(exc))
-
-
-def _is_row_error(exc: BaseException) -> bool:
-    if any(isinstance(e, asyncpg.exceptions.DataError) for e in _chain(exc)):
-        return True  # asyncpg could not encode a value: the row, not the connection
-    state = _sqlstate(exc)
-    return state is not None and state[:2] in _ROW_ERROR_CLASSES
+    return sqlstate(exc) == "23514" and any("no partition" in str(e) for e in error_chain(exc))
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.alerting import worker
-from pulse.alerting.evaluator import Evaluator
+from pulse.alerting.evaluator import WINDOW_VERDICT_TTL, Evaluator
 from pulse.alerting.rules import (
     AnomalySample,
     RateSample,
@@ -279,6 +279,40 @@ async def test_rate_falling_limit_and_devices_without_samples(engine: AsyncEngin
     await ev.evaluate_devices([(tenant.tenant_id, device), (tenant.tenant_id, quiet)], T0 + timedelta(minutes=2))
     [alert] = await _alerts(engine, tenant)
     assert alert.device_id == device and alert.last_value == -10.0
+
+
+async def test_rate_verdict_is_reused_until_the_metric_has_a_new_sample(engine: AsyncEngine) -> None:
+    """Messages without the rule's metric reuse its verdict; a new sample of the metric is judged at once."""
+    tenant, device, ev = await _setup(engine, "RATE", {"metric": "temp_c", "op": "GT", "value": 2,
+                                                        "window_seconds": 600})
+    key = [(tenant.tenant_id, device)]
+    await _send(engine, tenant, device, _series(T0, 60, "temp_c", [20.0, 20.0, 20.0]))
+    await ev.evaluate_devices(key, T0 + timedelta(minutes=2))
+    for s in range(1, 4):  # other metrics only: nothing to judge anew
+        await _send(engine, tenant, device, [(T0 + timedelta(minutes=2, seconds=s), {"humidity": 40 + s})])
+        await ev.evaluate_devices(key, T0 + timedelta(minutes=2, seconds=s))
+    assert await _alerts(engine, tenant) == []
+
+    await _send(engine, tenant, device, [(T0 + timedelta(minutes=3), {"temp_c": 28.0})])  # 20 → 28 in 3 min
+    await ev.evaluate_devices(key, T0 + timedelta(minutes=3))
+    [alert] = await _alerts(engine, tenant)
+    assert (alert.status, alert.last_value) == ("OPEN", round(8 / 3, 6))
+
+
+async def test_anomaly_verdict_takes_in_a_late_sample_after_the_reuse_limit(engine: AsyncEngine) -> None:
+    tenant, device, ev = await _setup(engine, "ANOMALY", {"metric": "temp_c", "window_seconds": 3600,
+                                                           "z_threshold": 3, "min_samples": 6})
+    key = [(tenant.tenant_id, device)]
+    baseline = [20.0, 20.5, 19.5, 20.2, 19.8]
+    await _send(engine, tenant, device, _series(T0, 60, "temp_c", [*baseline, 30.0]))
+    now = T0 + timedelta(minutes=6)
+    await ev.evaluate_devices(key, now)
+    assert await _alerts(engine, tenant) == []  # 5 baseline samples: no decision yet
+    # The sixth baseline sample arrives late, timed before the outlier: the outlier now has its 6 samples.
+    await _send(engine, tenant, device, [(T0 + timedelta(minutes=4, seconds=30), {"temp_c": 20.0})])
+    await ev.evaluate_devices(key, now + WINDOW_VERDICT_TTL)
+    [alert] = await _alerts(engine, tenant)
+    assert (alert.alert_type, alert.status, alert.last_value) == ("ANOMALY", "OPEN", 30.0)
 
 
 async def test_anomaly_opens_on_an_outlier_after_min_samples_and_closes(engine: AsyncEngine) -> None:

@@ -74,3 +74,58 @@ async def _at_least(probe: object, n: int) -> bool:
 
 async def _exactly(probe: object, n: int) -> bool:
     return await probe() == n  # type: ignore[operator]
+
+
+async def test_a_device_whose_alert_the_database_refuses_does_not_hold_up_the_others(
+        engine: AsyncEngine, settings: Settings) -> None:
+    """One device's data makes its alert insert fail (a trigger stands in for any value PostgreSQL refuses); the
+    other devices of the same batch still get their alerts, and the refused device gets its alert once its next
+    message can be stored."""
+    tenant = await make_tenant(engine)
+    poison, *healthy = [await make_device(engine, tenant) for _ in range(3)]
+    async with system_tx(engine) as conn:
+        await conn.execute(text(
+            "INSERT INTO alert_rules (tenant_id, name, rule_type, severity, definition) "
+            "VALUES (:t, 'hot', 'THRESHOLD', 4, '{\"metric\": \"temp_c\", \"op\": \"GT\", \"value\": 30}')"),
+            {"t": tenant.tenant_id})
+    async with engine.begin() as conn:  # the login user, which owns the schema
+        await conn.execute(text(
+            "CREATE FUNCTION pulse_test_refuse_alert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.device_id = '{poison}' THEN RAISE EXCEPTION 'value out of range' USING ERRCODE = '22003'; "
+            "END IF; RETURN NEW; END $$"))
+        await conn.execute(text("CREATE TRIGGER pulse_test_refuse_alert BEFORE INSERT ON alerts "
+                                "FOR EACH ROW EXECUTE FUNCTION pulse_test_refuse_alert()"))
+
+    async def open_devices() -> set[str]:
+        async with system_tx(engine) as conn:
+            return {r[0] for r in await conn.execute(text(
+                "SELECT device_id FROM alerts WHERE tenant_id = :t AND status = 'OPEN'"), {"t": tenant.tenant_id})}
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(settings.replace(health_port=0), stop))
+    try:
+        async with system_tx(engine) as conn:  # one batch naming all three devices
+            for device in (poison, *healthy):
+                await conn.execute(text(
+                    "UPDATE device_state SET latest_metrics = '{\"temp_c\": 40}', last_seen_at = now(), "
+                    "last_telemetry_at = now(), updated_at = now() WHERE tenant_id = :t AND device_id = :d"),
+                    {"t": tenant.tenant_id, "d": device})
+            await conn.execute(text("SELECT pg_notify('pulse_telemetry', :p)"),
+                               {"p": json.dumps([[tenant.tenant_id, d] for d in (poison, *healthy)])})
+
+        async def healthy_open() -> bool:
+            return await open_devices() == set(healthy)
+
+        await eventually(healthy_open, timeout=20, what="alerts of the two healthy devices")
+        assert not task.done()
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP TRIGGER pulse_test_refuse_alert ON alerts"))
+        await _report_and_notify(engine, tenant.tenant_id, poison, 41)
+
+        async def all_open() -> bool:
+            return await open_devices() == {poison, *healthy}
+
+        await eventually(all_open, timeout=20, what="the alert of the device whose next message was accepted")
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0

@@ -36,7 +36,7 @@ async def list_fleet_devices(conn: AsyncConnection, *, tenant_id: str | None = N
         where.append("d.status = :status")
         params["status"] = member(status, DEVICE_STATUSES, "status")
     if q:
-        where.append("(d.device_id ILIKE :q ESCAPE '\\' OR d.name ILIKE :q ESCAPE '\\')")
+        where.append("(lower(d.device_id) LIKE lower(:q) ESCAPE '\\' OR lower(d.name) LIKE lower(:q) ESCAPE '\\')")
         params["q"] = like_pattern(q)
     total, rows = await fetch_page(
         conn, columns="d.tenant_id, d.device_id, d.name, d.device_type, d.site_id, CAST(d.subscription_id AS text) "
