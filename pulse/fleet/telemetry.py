@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.checks import parse_iso_time
+from pulse.csv_cells import safe_cell
 from pulse.errors import ValidationError
 
 RAW_DEFAULT_RANGE = timedelta(hours=1)
@@ -218,22 +219,25 @@ async def iter_telemetry_csv(conn: AsyncConnection, tenant_id: str, device_id: s
 
     Rows come through a server-side cursor `batch_rows` at a time, so memory stays flat however long the
     range; the caller holds `conn`'s transaction open until the iterator is exhausted. A row without
-    metrics (a bare heartbeat) is one line with empty metric and value. Strings are written as they are,
-    other values as JSON.
+    metrics (a bare heartbeat) is one line with empty metric and value. Numbers, booleans, objects and arrays
+    are written as JSON; every text cell (msg_type, metric, string values) goes through `safe_cell`, so a
+    string value such as `=HYPERLINK(...)` or `-5` reaches a spreadsheet as text, never as a formula.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     yield _drain(buffer)
     result = await conn.stream(text(
-        "SELECT t.time, t.seq, t.msg_type, m.key, m.value #>> '{}' AS value FROM telemetry t "
+        "SELECT t.time, t.seq, t.msg_type, m.key, m.value #>> '{}' AS value, jsonb_typeof(m.value) AS value_type "
+        "FROM telemetry t "
         "LEFT JOIN LATERAL jsonb_each(t.metrics) m ON true "
         "WHERE t.tenant_id = :t AND t.device_id = :d AND t.time >= :start AND t.time < :end "
         "ORDER BY t.time, t.seq NULLS LAST, t.msg_type, m.key").execution_options(yield_per=batch_rows),
         {"t": tenant_id, "d": device_id, "start": start, "end": end})
     async for batch in result.partitions(batch_rows):
-        writer.writerows((r.time.isoformat(), "" if r.seq is None else r.seq, r.msg_type, r.key or "",
-                          "" if r.value is None else r.value) for r in batch)
+        writer.writerows((r.time.isoformat(), "" if r.seq is None else r.seq, safe_cell(r.msg_type),
+                          safe_cell(r.key), safe_cell(r.value) if r.value_type == "string" else r.value or "")
+                         for r in batch)
         yield _drain(buffer)
 
 

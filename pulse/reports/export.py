@@ -1,7 +1,8 @@
 """A stored report as a download: JSON (the report as stored) or CSV in labelled sections.
 
-CSV cells are safe to open in a spreadsheet: a text cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage
-return (which a spreadsheet would run as a formula) is prefixed with a single quote. Numbers are written as numbers.
+CSV cells are safe to open in a spreadsheet (`pulse.csv_cells.safe_cell`): a text cell that starts with `=`, `+`,
+`-`, `@`, a tab or a carriage return (which a spreadsheet would run as a formula) is prefixed with a single quote.
+Numbers are written as numbers.
 """
 
 from __future__ import annotations
@@ -12,18 +13,10 @@ from typing import Any
 
 import msgspec
 
+from pulse.csv_cells import safe_cell
 from pulse.reports.schemas import ReportRun
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value: Any) -> Any:
-    """A CSV cell that no spreadsheet evaluates: risky text gets a leading quote; None is empty."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+__all__ = ["report_csv", "report_json", "safe_cell"]
 
 
 def _rows(run: ReportRun) -> list[list[Any]]:
