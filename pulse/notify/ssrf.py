@@ -42,24 +42,34 @@ def classify(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     return None
 
 
-def check_host(host: str, allow: tuple[str, ...], *, field: str = "url", port: int = 443) -> list[str]:
-    """Resolve `host` and refuse it if any address is in a class not allowed; returns the addresses."""
+def resolve(host: str, port: int, *, field: str = "url") -> list[str]:
+    """Every address `host` resolves to (one DNS lookup), de-duplicated and sorted."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ValidationError(f"host {host!r} does not resolve: {exc.strerror}", field=field) from None
-    addresses = sorted({str(info[4][0]) for info in infos})
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def refuse_restricted(host: str, addresses: list[str], allow: tuple[str, ...], *, field: str = "url") -> None:
+    """Refuse when any of `host`'s addresses is in a class not allowed (one bad answer is enough)."""
     for address in addresses:
         kind = classify(ipaddress.ip_address(address.split("%", 1)[0]))
         if kind is not None and kind not in allow:
             raise ValidationError(
                 f"{host} resolves to {address}, a {kind} address; channels may only reach public addresses "
                 f"unless PULSE_ALLOW_PRIVATE_URLS allows {kind}", field=field)
+
+
+def check_host(host: str, allow: tuple[str, ...], *, field: str = "url", port: int = 443) -> list[str]:
+    """Resolve `host` and refuse it if any address is in a class not allowed; returns the addresses."""
+    addresses = resolve(host, port, field=field)
+    refuse_restricted(host, addresses, allow, field=field)
     return addresses
 
 
-def check_url(url: str, allow: tuple[str, ...], *, field: str = "url") -> None:
-    """Refuse non-http(s) URLs and URLs whose host resolves to a restricted address."""
+def check_url_form(url: str, *, field: str = "url") -> tuple[str, int]:
+    """Refuse what is not an http(s) URL with a host and without credentials; the host and port it names."""
     if not isinstance(url, str) or len(url) > 2048:
         raise ValidationError("must be an http(s) URL of at most 2048 characters", field=field)
     parts = urlsplit(url)
@@ -71,4 +81,10 @@ def check_url(url: str, allow: tuple[str, ...], *, field: str = "url") -> None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise ValidationError("has an invalid port", field=field) from None
-    check_host(parts.hostname, allow, field=field, port=port)
+    return parts.hostname, port
+
+
+def check_url(url: str, allow: tuple[str, ...], *, field: str = "url") -> None:
+    """Refuse non-http(s) URLs and URLs whose host resolves to a restricted address."""
+    host, port = check_url_form(url, field=field)
+    check_host(host, allow, field=field, port=port)

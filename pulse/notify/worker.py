@@ -20,6 +20,7 @@ from pulse.db import connect_raw, system_tx
 from pulse.errors import PulseError
 from pulse.notify import channels
 from pulse.notify.contacts import contact_channel
+from pulse.notify.pinned_http import PinnedClient
 from pulse.notify.routing import JOBS_CHANNEL
 from pulse.notify.schemas import SendResult
 from pulse.notify.service import ClaimedJob, RetryPolicy, claim_jobs, open_secrets, record_outcome
@@ -62,7 +63,7 @@ class Deliverer:
 
     def __init__(self, engine: AsyncEngine, settings: Settings, *, clock: Clock | None = None,
                  retry: RetryPolicy | None = None, batch: int = 100, concurrency: int = 50,
-                 lease_s: float = 60.0, http: httpx.AsyncClient | None = None, owner: str | None = None) -> None:
+                 lease_s: float = 60.0, http: PinnedClient | None = None, owner: str | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -73,8 +74,8 @@ class Deliverer:
         self.concurrency = concurrency
         self._sem = asyncio.Semaphore(concurrency)
         self._own_http = http is None
-        self.http = http or httpx.AsyncClient(  # a kept-alive connection per concurrent send
-            timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False,
+        self.http = http or PinnedClient(  # a kept-alive connection per concurrent send
+            timeout=httpx.Timeout(10.0, connect=5.0),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
         self.delivered = 0
         self.failed = 0

@@ -1,4 +1,4 @@
-"""What the HTTP channel types share: a secret URL checked for SSRF, optional templates, one JSON POST."""
+"""What the HTTP channel types share: a secret URL checked for SSRF, optional templates, one pinned JSON POST."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import msgspec
 
 import pulse
 from pulse.errors import ValidationError
+from pulse.notify.pinned_http import send_pinned
 from pulse.notify.schemas import SEVERITY_NAMES, AlertEventMessage
 from pulse.notify.ssrf import check_url
 from pulse.notify.templates import DEFAULT_BODY, DEFAULT_TITLE, check_template, render
@@ -47,8 +48,8 @@ def title_and_body(msg: AlertEventMessage, config: dict[str, Any]) -> tuple[str,
 
 async def post_json(http: httpx.AsyncClient, url: str, payload: Any, allow: tuple[str, ...], *, field: str,
                     delivery_id: str) -> httpx.Response:
-    check_url(url, allow, field=field)  # DNS may have changed since the channel was saved
-    return await http.post(url, content=msgspec.json.encode(payload), headers={
+    """Checked again (DNS may have changed since the channel was saved) and sent to the address checked."""
+    return await send_pinned(http, "POST", url, allow, field=field, content=msgspec.json.encode(payload), headers={
         "Content-Type": "application/json", "User-Agent": f"Pulse/{pulse.__version__}",
         "X-Pulse-Delivery": delivery_id})
 

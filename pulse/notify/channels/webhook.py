@@ -13,6 +13,7 @@ import msgspec
 
 import pulse
 from pulse.errors import ValidationError
+from pulse.notify.pinned_http import send_pinned
 from pulse.notify.schemas import SEVERITY_NAMES, AlertEventMessage, SendResult
 from pulse.notify.ssrf import check_url
 
@@ -79,14 +80,15 @@ def render_body(msg: AlertEventMessage) -> bytes:
 
 async def send(msg: AlertEventMessage, config: dict[str, Any], secrets: dict[str, str], *, delivery_id: str,
                http: httpx.AsyncClient, allow: tuple[str, ...]) -> SendResult:
-    check_url(config["url"], allow, field="config.url")  # DNS may have changed since the channel was saved
     body = render_body(msg)
     timestamp = str(int(time.time()))
     headers = {**config.get("headers", {}), "Content-Type": "application/json",
                "User-Agent": f"Pulse/{pulse.__version__}", "X-Pulse-Event": msg.event_kind,
                "X-Pulse-Delivery": delivery_id, "X-Pulse-Timestamp": timestamp,
                "X-Pulse-Signature": sign(secrets["secret"], timestamp, body)}
-    response = await http.request(config.get("method", "POST"), config["url"], content=body, headers=headers)
+    # checked again (DNS may have changed since the channel was saved) and sent to the address checked
+    response = await send_pinned(http, config.get("method", "POST"), config["url"], allow, field="config.url",
+                                 content=body, headers=headers)
     return result_from_response(response)
 
 

@@ -16,6 +16,7 @@ from msgspec import UNSET, UnsetType
 
 from pulse.checks import parse_uuid
 from pulse.db import tenant_tx
+from pulse.notify.pinned_http import PinnedClient
 from pulse.notify.queries import (
     MAX_PAGE,
     Channel,
@@ -171,7 +172,7 @@ async def test_tenant_channel(channel_id: ChannelIdPath, principal: PrincipalDep
     async with tenant_tx(engine, tenant_id) as conn:
         target = await require_channel_target(conn, tenant_id, parse_uuid(channel_id, "channel_id"),
                                               settings=settings)
-    async with httpx.AsyncClient(timeout=TEST_SEND_TIMEOUT, follow_redirects=False) as http:
+    async with PinnedClient(timeout=TEST_SEND_TIMEOUT) as http:
         return await send_test(target, tenant_id, now=now, http=http, allow=settings.allow_private_urls)
 
 
