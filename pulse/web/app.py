@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from litestar import Litestar
+from litestar import Litestar, Request, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
@@ -29,6 +30,7 @@ from pulse.web.errors import EXCEPTION_HANDLERS
 from pulse.web.live import LiveHub
 from pulse.web.middleware import add_response_headers, reject_nul, request_context_middleware
 from pulse.web.openapi import ExamplesPlugin
+from pulse.web.query_params import ANY_QUERY_PARAMS, QueryParamCheck
 from pulse.web.ratelimit import SlidingWindowLimiter
 from pulse.web.routes import notify as notify_routes
 from pulse.web.routes import operator_metrics as operator_metric_routes
@@ -50,6 +52,9 @@ def _openapi_config() -> OpenAPIConfig:
         description="Pulse API. Errors are always {\"error\": {\"code\", \"message\", \"details\"}}; "
                     "every response carries X-Request-Id.",
         path="/schema",
+        # The API docs are pages for browsers: their query string is the page's own, never refused.
+        openapi_router=Router("/schema", route_handlers=[], include_in_schema=False, dto=None, return_dto=None,
+                              opt={ANY_QUERY_PARAMS: True}),
         render_plugins=[SwaggerRenderPlugin(path="/")],
         components=Components(security_schemes={
             "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
@@ -71,6 +76,17 @@ def _cors_config(settings: Settings) -> CORSConfig | None:
                       allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
                       expose_headers=["X-Request-Id", "Retry-After", "WWW-Authenticate", "Content-Disposition"],
                       allow_credentials=False, max_age=600)
+
+
+def _before_request() -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
+    """The app's one `before_request` hook: NUL refusal, then undeclared query parameters (both 400s)."""
+    check_query = QueryParamCheck()
+
+    async def before_request(request: Request[Any, Any, Any]) -> None:
+        await reject_nul(request)
+        check_query(request)
+
+    return before_request
 
 
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None, clock: Clock | None = None) -> Litestar:
@@ -132,7 +148,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, clock: 
         dependencies={**DEPENDENCIES, **AUDIT_DEPENDENCIES},  # tenant_conn also writes the audit row
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_context_middleware, audit_middleware],
-        before_request=reject_nul,  # routers must not set their own: Litestar keeps only the innermost
+        before_request=_before_request(),  # routers must not set their own: Litestar keeps only the innermost
         after_request=record_response_status,
         before_send=[add_response_headers],
         on_startup=[start],

@@ -57,7 +57,8 @@ def invalid_bodies_are_refused(ctx: Any, response: Any, case: Any) -> bool | Non
     """negative_data_rejection, for request bodies: a body that breaks its schema must get a 4xx.
 
     Query strings and headers are left out: every query value is text (so "a number where a string was expected"
-    is still a valid string), unknown query parameters are ignored by design, and the test sets the auth header."""
+    is still a valid string; unknown query parameters are checked in tests/web/test_unknown_params.py), and the
+    test sets the auth header."""
     meta = case.meta
     if meta is None or ParameterLocation.BODY not in meta.components \
             or not meta.components[ParameterLocation.BODY].mode.is_negative:

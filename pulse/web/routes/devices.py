@@ -12,6 +12,7 @@ from pulse.db import system_tx
 from pulse.fleet.service import activate_device
 from pulse.web.deps import EngineDep, NowDep, SettingsDep
 from pulse.web.errors import error_specs
+from pulse.web.query_params import ANY_QUERY_PARAMS
 from pulse.web.routes.identity import NO_STORE
 
 
@@ -60,4 +61,5 @@ async def activate(data: JSONBody[ActivationRequest], engine: EngineDep, setting
     return Response(body, headers=NO_STORE)
 
 
-router = Router(path="/api/device", route_handlers=[activate], tags=["device"])
+# Called by device firmware, which cannot be corrected quickly: a stray query parameter is ignored, as on ingest.
+router = Router(path="/api/device", route_handlers=[activate], tags=["device"], opt={ANY_QUERY_PARAMS: True})
