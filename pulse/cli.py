@@ -24,6 +24,7 @@ COMMANDS: dict[str, dict[str, Any]] = {
         "help": "serve the HTTP API, WebSocket, HTTP ingest and the web app (Litestar); health at /healthz",
         "settings": (*DB, "PULSE_HTTP_HOST", "PULSE_HTTP_PORT", "PULSE_PUBLIC_URL", "PULSE_ADMIN_KEY",
                      "PULSE_SECRET_KEY", "PULSE_JWT_ISSUER", "PULSE_JWT_AUDIENCE", "PULSE_JWT_JWKS_URL",
+                     "PULSE_OIDC_CLIENT_ID", "PULSE_OIDC_ISSUER", "PULSE_OIDC_SCOPES",
                      "PULSE_ACCESS_TOKEN_TTL_S", "PULSE_REFRESH_TOKEN_TTL_S", "PULSE_DEMO", "PULSE_INGEST_RATE_PER_S",
                      "PULSE_INGEST_BURST", "PULSE_INGEST_BATCH_SIZE", "PULSE_INGEST_FLUSH_MS", "PULSE_CORS_ORIGINS",
                      *HEALTH, "PULSE_SUBSCRIPTION_GRACE_DAYS", "PULSE_SUBSCRIPTION_EXPIRE_AFTER_DAYS"),

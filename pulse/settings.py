@@ -129,6 +129,25 @@ def _parse_origins(value: str) -> tuple[str, ...]:
     return origins
 
 
+def _parse_http_url(value: str) -> str:
+    v = value.strip()
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("must be an http:// or https:// URL without query or fragment")
+    return v
+
+
+def _parse_scopes(value: str) -> tuple[str, ...]:
+    """OAuth scopes, space- or comma-separated; `openid` is required (the web app signs in with OIDC)."""
+    scopes = tuple(dict.fromkeys(x for x in re.split(r"[\s,]+", value) if x))
+    if "openid" not in scopes:
+        raise ValueError("must include openid")
+    bad = [x for x in scopes if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", x)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a valid scope")
+    return scopes
+
+
 def _parse_nonempty(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -187,6 +206,17 @@ class Settings:
     jwt_audience: str = _setting("PULSE_JWT_AUDIENCE", "pulse", _parse_nonempty, "expected aud of access tokens")
     jwt_jwks_url: str | None = _setting("PULSE_JWT_JWKS_URL", None, _parse_nonempty,
                                         "JWKS of an external OIDC provider (unset: built-in identity)")
+    oidc_client_id: str | None = _setting(
+        "PULSE_OIDC_CLIENT_ID", None, _parse_nonempty,
+        "client id of the web app at the external OIDC provider: a public client with authorization code + PKCE "
+        "(Keycloak: pulse-web); used only with PULSE_JWT_JWKS_URL, unset there the web app cannot sign in")
+    oidc_issuer: str | None = _setting(
+        "PULSE_OIDC_ISSUER", None, _parse_http_url,
+        "issuer URL of the OIDC provider as browsers reach it; the web app reads <issuer>/.well-known/"
+        "openid-configuration (unset: PULSE_JWT_ISSUER)")
+    oidc_scopes: tuple[str, ...] = _setting(
+        "PULSE_OIDC_SCOPES", ("openid", "profile", "email"), _parse_scopes,
+        "scopes the web app asks the OIDC provider for, space- or comma-separated (must include openid)")
     access_token_ttl_s: int = _setting("PULSE_ACCESS_TOKEN_TTL_S", 900, _parse_int(60, 86400),
                                        "lifetime of built-in access tokens")
     refresh_token_ttl_s: int = _setting("PULSE_REFRESH_TOKEN_TTL_S", 7 * 86400, _parse_int(300, 90 * 86400),
@@ -273,7 +303,13 @@ class Settings:
             raise SettingsError(f"unknown setting {unknown[0]} (see `pulse --help` for the list)")
         settings = cls(**kwargs)
         settings._check_production()
+        settings._check_oidc()
         return settings
+
+    def _check_oidc(self) -> None:
+        if self.web_oidc_client_id and not self.web_oidc_issuer:
+            raise SettingsError("PULSE_OIDC_CLIENT_ID needs the provider's issuer: set PULSE_OIDC_ISSUER or "
+                                "PULSE_JWT_ISSUER (e.g. https://sso.example.com/realms/pulse)")
 
     def _check_production(self) -> None:
         if self.env != "production":
@@ -318,6 +354,19 @@ class Settings:
     def issuer(self) -> str:
         return self.jwt_issuer or self.base_url
 
+    @property
+    def web_oidc_client_id(self) -> str | None:
+        """The web app's OIDC client id, when the web app signs in through an external provider."""
+        return self.oidc_client_id if self.jwt_jwks_url else None
+
+    @property
+    def web_oidc_issuer(self) -> str | None:
+        """Where the web app's browser finds the provider (its discovery document), with an external provider."""
+        if not self.jwt_jwks_url:
+            return None
+        issuer = self.oidc_issuer or self.jwt_issuer
+        return issuer.rstrip("/") if issuer else None
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -352,5 +401,7 @@ def settings_help(names: tuple[str, ...] | None = None) -> str:
         default = "<dev default>" if f.metadata["secret"] else f.default
         if default in (None, ()):
             default = "-"
+        elif isinstance(default, tuple):
+            default = ",".join(default)
         lines.append(f"  {name:<32} {f.metadata['doc']} (default: {default})")
     return "\n".join(lines)

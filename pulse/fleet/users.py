@@ -170,23 +170,41 @@ async def revoke_refresh_tokens(conn: AsyncConnection, user_id: uuid.UUID | str,
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+async def revoke_refresh_token(conn: AsyncConnection, token: str, now: datetime) -> bool:
+    """End the one session this refresh token belongs to (sign-out); True when a live token was revoked.
+
+    Unlike presenting a spent token to `rotate_refresh_token`, this never touches the user's other sessions:
+    signing out of one browser leaves the others signed in. An unknown, expired or already revoked token is
+    simply False, so callers can answer alike whatever was presented.
+    """
+    if not isinstance(token, str) or not token.startswith(_REFRESH_PREFIX + "_") or len(token) > 256:
+        return False
+    result = await conn.execute(text(
+        "UPDATE refresh_tokens SET revoked_at = :now "
+        "WHERE token_hash = :h AND revoked_at IS NULL AND expires_at > :now"), {"now": now, "h": hash_token(token)})
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def rotate_refresh_token(conn: AsyncConnection, token: str, now: datetime, *,
                                ttl_s: int | None = None) -> tuple[UserRow, str] | None:
     """Exchange a refresh token for a new one (the old one is revoked); None when it is not usable.
 
-    Presenting a token that was already rotated or revoked means a copy exists elsewhere: every
-    session of that user is revoked. This returns None instead of raising so that the caller
-    commits the revocation. The new token lives `ttl_s` (default: as long as the old one did).
+    Presenting a token that was already rotated means a copy exists elsewhere: every session of
+    that user is revoked. A token revoked without a successor (signed out, or its sessions ended)
+    is only refused, so a signed-out token never ends the user's other sessions. This returns None
+    instead of raising so that the caller commits the revocation. The new token lives `ttl_s`
+    (default: as long as the old one did).
     """
     if not isinstance(token, str) or not token.startswith(_REFRESH_PREFIX + "_") or len(token) > 256:
         return None
     row = (await conn.execute(text(
-        "SELECT token_id, user_id, tenant_id, created_at, expires_at, revoked_at FROM refresh_tokens "
+        "SELECT token_id, user_id, tenant_id, created_at, expires_at, revoked_at, replaced_by FROM refresh_tokens "
         "WHERE token_hash = :h FOR UPDATE"), {"h": hash_token(token)})).first()
     if row is None:
         return None
     if row.revoked_at is not None:
-        await revoke_refresh_tokens(conn, row.user_id, now)
+        if row.replaced_by is not None:
+            await revoke_refresh_tokens(conn, row.user_id, now)
         return None
     if row.expires_at <= now:
         return None

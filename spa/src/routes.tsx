@@ -8,6 +8,7 @@ import { useAuth } from "@/lib/auth";
 import { type Claims, isOperator, isTenantUser } from "@/lib/session";
 
 const Login = lazy(() => import("@/pages/Login"));
+const AuthCallback = lazy(() => import("@/pages/AuthCallback"));
 const Overview = lazy(() => import("@/pages/Overview"));
 const DeviceList = lazy(() => import("@/pages/devices/DeviceList"));
 const DeviceDetail = lazy(() => import("@/pages/devices/DeviceDetail"));
@@ -76,6 +77,7 @@ export function createRouter() {
   return createBrowserRouter(
     [
       { path: "/login", element: page(<Login />) },
+      { path: "/auth/callback", element: page(<AuthCallback />) },
       {
         element: <RequireAuth />,
         errorElement: <RouteError />,

@@ -196,6 +196,11 @@ def test_keycloak_realm_gives_pulse_the_token_it_expects() -> None:
     assert not client["implicitFlowEnabled"] and not client["directAccessGrantsEnabled"]
     assert client["attributes"]["pkce.code.challenge.method"] == "S256"
     assert client["redirectUris"] == ["${WEB_ORIGIN}/app/*"] and "WEB_ORIGIN" in SERVICES["keycloak"]["environment"]
+    # the web app signs in as this client: its callback /app/auth/callback, back to /app/login after signing out
+    web = Settings.from_env({k: interpolate(str(v), compose_env()) for k, v in SERVICES["web"]["environment"].items()
+                             if k.startswith("PULSE_")})
+    assert web.web_oidc_client_id == client["clientId"] and web.web_oidc_issuer == web.jwt_issuer
+    assert client["attributes"]["post.logout.redirect.uris"] == "${WEB_ORIGIN}/app/*"
     assert {"roles", "basic", "email", "profile"} <= set(client["defaultClientScopes"])  # realm_access.roles, sub
     mappers = {m["protocolMapper"]: m["config"] for m in client["protocolMappers"]}
     tenant = mappers["oidc-usermodel-attribute-mapper"]

@@ -29,6 +29,8 @@ PUBLIC: dict[tuple[str, str], str] = {
     ("GET", "/readyz"): "none",
     ("POST", "/auth/login"): "password",
     ("POST", "/auth/refresh"): "refresh token",
+    ("POST", "/auth/logout"): "refresh token",
+    ("GET", "/auth/config"): "none",
     ("GET", "/.well-known/jwks.json"): "none",
     ("GET", "/.well-known/openid-configuration"): "none",
     ("POST", "/api/device/activate"): "activation code",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,27 +31,12 @@ from pulse.db import system_tx
 from pulse.fleet.users import create_user
 from tests.conftest import free_port, make_tenant
 from tests.test_end_to_end import Processes, wait_for
+from tests.web.browser_setup import CHROMIUM, SPA, require_browser_setup
 
 pytestmark = pytest.mark.slow
 
-SPA = Path(__file__).resolve().parents[2] / "spa"
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "browser-test-password"
 SCRIPT_TIMEOUT_S = 420
-
-
-def _require_browser_setup() -> str:
-    """The node binary; fails (not skips) with what is missing, since `make test` provides all of it."""
-    node = shutil.which("node")
-    missing = [what for what, ok in [
-        ("spa/dist/index.html (run scripts/spa.sh)", (SPA / "dist" / "index.html").is_file()),
-        ("spa/node_modules/playwright-core (run scripts/spa.sh)", (SPA / "node_modules" / "playwright-core").is_dir()),
-        (f"{CHROMIUM} (apt-get install chromium)", os.access(CHROMIUM, os.X_OK)),
-        ("node (apt-get install nodejs)", node is not None),
-    ] if not ok]
-    if missing or node is None:
-        pytest.fail("the browser test needs: " + ", ".join(missing))
-    return node
 
 
 async def _publish(mqtt_url: str, request: dict[str, Any]) -> None:
@@ -118,7 +102,7 @@ async def _drive(node: str, env: dict[str, str], mqtt_url: str) -> tuple[int, li
 
 async def test_customer_and_operator_journeys_in_chromium(engine: AsyncEngine, database_url: str, mqtt_url: str,
                                                          tmp_path: Path) -> None:
-    node = _require_browser_setup()
+    node = require_browser_setup("the browser test")
     tenant = await make_tenant(engine, prefix="web")
     admin_email = f"ada@{tenant.tenant_id}.example"
     operator_email = f"noc-{tenant.tenant_id}@operator.example"

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.clock import FrozenClock, utcnow
 from pulse.db import system_tx
-from pulse.errors import Conflict, ValidationError
+from pulse.errors import Conflict, SettingsError, ValidationError
 from pulse.fleet.keys import retire_signing_key
 from pulse.fleet.users import authenticate, create_user, issue_refresh_token, rotate_refresh_token
 from pulse.settings import Settings
@@ -203,3 +203,101 @@ async def test_emails_are_unique_regardless_of_case_and_operators_have_no_tenant
         nobody = await authenticate(conn, f"op-{tenant.tenant_id}@example.test", "wrong-password")
     assert user is not None and user.user_id == operator and user.tenant_id is None
     assert user.roles == ("operator",) and nobody is None
+
+
+async def test_logout_ends_that_session_and_leaves_the_users_others(client: AsyncTestClient[Litestar],
+                                                                   engine: AsyncEngine) -> None:
+    tenant = await make_tenant(engine)
+    email, _ = await make_user(engine, tenant.tenant_id)
+    laptop = await login(client, email)
+    phone = await login(client, email)
+
+    response = await client.post("/auth/logout", json={"refresh_token": laptop["refresh_token"]})
+
+    assert response.status_code == 204 and response.content == b""
+    refused = await client.post("/auth/refresh", json={"refresh_token": laptop["refresh_token"]})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+    # The other session of the same user still refreshes and opens the API.
+    renewed = await client.post("/auth/refresh", json={"refresh_token": phone["refresh_token"]})
+    assert renewed.status_code == 200, renewed.text
+    assert (await client.get("/api/v2/alerts", headers=bearer(renewed.json()["access_token"]))).status_code == 200
+
+
+async def test_logout_answers_204_whatever_the_token(client: AsyncTestClient[Litestar], engine: AsyncEngine) -> None:
+    tenant = await make_tenant(engine)
+    email, user_id = await make_user(engine, tenant.tenant_id)
+    first = await login(client, email)
+    second = (await client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})).json()
+    async with system_tx(engine) as conn:
+        expired = await issue_refresh_token(conn, user_id, tenant.tenant_id, 300, utcnow() - timedelta(hours=1))
+
+    for token in (second["refresh_token"], second["refresh_token"],  # twice: idempotent
+                  first["refresh_token"],  # already used by the refresh
+                  expired, "rt_not-a-real-token", "not even the shape of one"):
+        response = await client.post("/auth/logout", json={"refresh_token": token})
+        assert response.status_code == 204, (token, response.text)
+
+    # Signing out with a spent token is not reuse: it ends nothing else (a fresh login still refreshes).
+    third = await login(client, email)
+    assert (await client.post("/auth/refresh", json={"refresh_token": third["refresh_token"]})).status_code == 200
+
+
+@pytest.mark.parametrize("body", [{}, {"refresh_token": 7}, {"refresh_token": "rt_x", "user_id": "u"}])
+async def test_logout_refuses_a_malformed_body_naming_the_field(client: AsyncTestClient[Litestar],
+                                                                body: dict[str, Any]) -> None:
+    response = await client.post("/auth/logout", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+async def test_logout_is_rate_limited_with_the_other_auth_routes(settings: Settings) -> None:
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        for _ in range(10):
+            assert (await client.post("/auth/logout", json={"refresh_token": "rt_x"})).status_code == 204
+        limited = await client.post("/auth/logout", json={"refresh_token": "rt_x"})
+        assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+        assert (await client.post("/auth/refresh", json={"refresh_token": "rt_x"})).status_code == 429
+
+
+async def test_sign_in_config_tells_the_web_app_how_to_sign_in(settings: Settings) -> None:
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        builtin = await client.get("/auth/config")
+    assert builtin.status_code == 200 and builtin.json() == {"method": "password", "oidc": None}
+
+    external = settings.replace(jwt_jwks_url="https://sso.example.test/realms/pulse/protocol/openid-connect/certs",
+                                jwt_issuer="https://sso.example.test/realms/pulse")
+    async with AsyncTestClient(app=create_app(external.replace(oidc_client_id="pulse-web"))) as client:
+        sso = await client.get("/auth/config")
+        page_csp = (await client.get("/app/")).headers["content-security-policy"]
+        logout = await client.post("/auth/logout", json={"refresh_token": "rt_x"})
+    assert sso.json() == {"method": "oidc", "oidc": {"issuer": "https://sso.example.test/realms/pulse",
+                                                     "client_id": "pulse-web",
+                                                     "scopes": ["openid", "profile", "email"]}}
+    assert "connect-src 'self' https://sso.example.test;" in page_csp
+    assert logout.status_code == 404  # the built-in identity is off
+
+    async with AsyncTestClient(app=create_app(external)) as client:
+        unconfigured = (await client.get("/auth/config")).json()
+    assert unconfigured == {"method": "none", "oidc": None}
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"PULSE_OIDC_SCOPES": "profile email"}, "PULSE_OIDC_SCOPES"),
+    ({"PULSE_OIDC_ISSUER": "sso.example.test/realms/pulse"}, "PULSE_OIDC_ISSUER"),
+    ({"PULSE_JWT_JWKS_URL": "https://sso.example.test/certs", "PULSE_OIDC_CLIENT_ID": "pulse-web"}, "PULSE_OIDC_ISSUER"),
+])
+def test_bad_web_app_oidc_settings_stop_the_start_naming_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        Settings.from_env({"PULSE_ENV": "test", **env})
+    assert named in str(exc.value)
+
+
+def test_the_web_app_may_reach_the_provider_at_its_own_issuer_url() -> None:
+    settings = Settings.from_env({
+        "PULSE_ENV": "test", "PULSE_JWT_JWKS_URL": "http://keycloak:8080/realms/pulse/protocol/openid-connect/certs",
+        "PULSE_JWT_ISSUER": "https://sso.example.test/realms/pulse", "PULSE_OIDC_CLIENT_ID": "pulse-web",
+        "PULSE_OIDC_ISSUER": "https://login.example.test/realms/pulse/", "PULSE_OIDC_SCOPES": "openid,email offline_access"})
+    assert settings.web_oidc_issuer == "https://login.example.test/realms/pulse"
+    assert settings.oidc_scopes == ("openid", "email", "offline_access")
+    # With the built-in identity the client id has no effect: the web app shows its own form.
+    assert settings.replace(jwt_jwks_url=None).web_oidc_client_id is None

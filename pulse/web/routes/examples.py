@@ -37,6 +37,7 @@ def request_examples() -> dict[type, dict[str, Any]]:
     return {
         identity.LoginRequest: {"email": "ops@acme.example", "password": "correct horse battery staple"},
         identity.RefreshRequest: {"refresh_token": "rt_2bYtq0H1x8sQ3mVw"},
+        identity.LogoutRequest: {"refresh_token": "rt_2bYtq0H1x8sQ3mVw"},
         admin.DeviceProvision: {"tenant_id": "acme", "device_id": "freezer-7", "name": "Freezer 7",
                                 "device_type": "freezer", "site_id": "hq", "tags": ["cold-chain"],
                                 "attributes": {"model": "FZ-200"}},

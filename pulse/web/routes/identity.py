@@ -1,12 +1,13 @@
-"""Built-in identity over HTTP: login, refresh-token rotation, and the JWKS/OIDC discovery documents.
+"""Identity over HTTP: how the web app signs in, and the built-in identity (login, refresh-token rotation, sign-out,
+and the JWKS/OIDC discovery documents).
 
-When PULSE_JWT_JWKS_URL points at an external provider these answer 404: tokens come from there.
+When PULSE_JWT_JWKS_URL points at an external provider the built-in endpoints answer 404: tokens come from there.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from joserfc.jwk import ECKey
@@ -16,7 +17,13 @@ from litestar.params import JSONBody
 from pulse.db import system_tx
 from pulse.errors import NotFound
 from pulse.fleet.keys import ALGORITHM, get_active_signing_key, public_jwks
-from pulse.fleet.users import UserRow, authenticate, issue_refresh_token, rotate_refresh_token
+from pulse.fleet.users import (
+    UserRow,
+    authenticate,
+    issue_refresh_token,
+    revoke_refresh_token,
+    rotate_refresh_token,
+)
 from pulse.settings import Settings
 from pulse.web.auth import MissingCredentials, issue_access_token
 from pulse.web.context import tokens_of
@@ -37,6 +44,10 @@ class RefreshRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     refresh_token: str
 
 
+class LogoutRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    refresh_token: str
+
+
 class TokenPair(msgspec.Struct, kw_only=True):
     access_token: str
     refresh_token: str
@@ -52,6 +63,22 @@ class OpenIdConfiguration(msgspec.Struct, kw_only=True):
     response_types_supported: list[str]
     subject_types_supported: list[str]
     claims_supported: list[str]
+
+
+class OidcClientConfig(msgspec.Struct, kw_only=True):
+    """What the web app needs to sign in at the external provider with authorization code + PKCE."""
+
+    issuer: str
+    client_id: str
+    scopes: list[str]
+
+
+class SignInConfig(msgspec.Struct, kw_only=True):
+    """How the web app signs in: `password` (the built-in form), `oidc` (the provider in `oidc`), or `none`
+    (an external provider is configured but no web app client, PULSE_OIDC_CLIENT_ID)."""
+
+    method: Literal["password", "oidc", "none"]
+    oidc: OidcClientConfig | None = None
 
 
 def _require_builtin(settings: SettingsDep) -> None:
@@ -101,6 +128,29 @@ async def refresh(request: Request[Any, Any, Any], data: JSONBody[RefreshRequest
     return _token_pair(request, settings, now, user, new_refresh, *signing)
 
 
+@post("/auth/logout", guards=[rate_limit("auth")], status_code=204, tags=["auth"],
+      responses=error_specs(400, 429))
+async def logout(data: JSONBody[LogoutRequest], engine: EngineDep, settings: SettingsDep, now: NowDep) -> None:
+    """Sign out: revoke this refresh token (one session; the user's others stay). Always 204, whatever the token."""
+    _require_builtin(settings)
+    async with system_tx(engine) as conn:
+        await revoke_refresh_token(conn, data.refresh_token, now)
+
+
+@get("/auth/config", tags=["auth"], sync_to_thread=False)
+def sign_in_config(settings: SettingsDep) -> Response[SignInConfig]:
+    """How the web app signs in: the built-in email and password form, or an external OIDC provider."""
+    if not settings.jwt_jwks_url:
+        config = SignInConfig(method="password")
+    elif settings.web_oidc_client_id and settings.web_oidc_issuer:
+        config = SignInConfig(method="oidc", oidc=OidcClientConfig(
+            issuer=settings.web_oidc_issuer, client_id=settings.web_oidc_client_id,
+            scopes=list(settings.oidc_scopes)))
+    else:
+        config = SignInConfig(method="none")
+    return Response(config, headers={"Cache-Control": "no-cache"})
+
+
 @get("/.well-known/jwks.json", tags=["auth"])
 async def jwks(engine: EngineDep, settings: SettingsDep) -> Response[dict[str, Any]]:
     """The public keys that verify Pulse-issued access tokens."""
@@ -122,4 +172,4 @@ def openid_configuration(settings: SettingsDep) -> OpenIdConfiguration:
         claims_supported=["sub", "iss", "aud", "exp", "iat", "nbf", "email", "tenant_id", "roles"])
 
 
-ROUTES = [login, refresh, jwks, openid_configuration]
+ROUTES = [login, refresh, logout, sign_in_config, jwks, openid_configuration]

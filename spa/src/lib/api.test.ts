@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { ApiError, api, buildUrl } from "@/lib/api";
-import { getSession, login } from "@/lib/session";
+import { getSession, login, logout } from "@/lib/session";
 
 function jwt(claims: object): string {
   const b64 = (o: object) => btoa(JSON.stringify(o)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
@@ -70,6 +70,30 @@ describe("api client", () => {
       .mockResolvedValueOnce(json(401, { error: { code: "unauthorized", message: "refresh token is not valid" } }));
     const err = await api("/api/v2/alerts").catch((e: unknown) => e);
     expect((err as ApiError).status).toBe(401);
+    expect(getSession()).toBeNull();
+  });
+
+  test("signing out revokes the refresh token at Pulse before the tokens are dropped", async () => {
+    fetchMock.mockResolvedValueOnce(json(200, pair(1)));
+    await login("ada@example.com", "pw");
+    let signedInDuringRevoke: boolean | undefined;
+    fetchMock.mockImplementationOnce(async () => {
+      signedInDuringRevoke = getSession() !== null;
+      return new Response(null, { status: 204 });
+    });
+    await logout();
+    expect(fetchMock.mock.calls[1][0]).toBe("/auth/logout");
+    expect(fetchMock.mock.calls[1][1]?.method).toBe("POST");
+    expect(JSON.parse(String(fetchMock.mock.calls[1][1]?.body))).toEqual({ refresh_token: "rt_1" });
+    expect(signedInDuringRevoke).toBe(true);
+    expect(getSession()).toBeNull();
+  });
+
+  test("signing out ends the session here even when Pulse cannot be reached", async () => {
+    fetchMock.mockResolvedValueOnce(json(200, pair(1)));
+    await login("ada@example.com", "pw");
+    fetchMock.mockRejectedValueOnce(new TypeError("Failed to fetch"));
+    await logout();
     expect(getSession()).toBeNull();
   });
 });

@@ -1,5 +1,5 @@
 // HTTP client of the Pulse API: bearer token (refreshed when needed), JSON bodies, the one error envelope.
-import { accessToken, type ErrorBody, logout, refresh } from "@/lib/session";
+import { accessToken, dropSession, type ErrorBody, refresh } from "@/lib/session";
 
 export class ApiError extends Error {
   constructor(
@@ -82,7 +82,7 @@ export async function request(path: string, options: RequestOptions = {}): Promi
   try {
     token = await accessToken();
   } catch {
-    logout();
+    dropSession();
     throw new ApiError("Your session has ended. Please sign in again.", 401, "unauthorized");
   }
   let response = await send(token);
@@ -90,7 +90,7 @@ export async function request(path: string, options: RequestOptions = {}): Promi
     try {
       response = await send((await refresh()).accessToken);
     } catch {
-      logout();
+      dropSession();
       throw new ApiError("Your session has ended. Please sign in again.", 401, "unauthorized");
     }
   }

@@ -1,6 +1,7 @@
-// React view of the session: who is signed in, their roles, sign-in and sign-out.
+// React view of the session: how this Pulse signs people in, who is signed in, their roles, sign-in and sign-out.
 import { useQueryClient } from "@tanstack/react-query";
 import * as React from "react";
+import { ErrorState, Loading } from "@/components/states";
 import {
   type Claims,
   getSession,
@@ -8,10 +9,11 @@ import {
   isTenantAdmin,
   isTenantUser,
   login as loginRequest,
-  logout as dropSession,
+  logout as endSession,
   onSessionChange,
   type Session,
 } from "@/lib/session";
+import { fetchSignInConfig, type SignInConfig } from "@/lib/signin";
 
 interface AuthValue {
   session: Session | null;
@@ -19,14 +21,25 @@ interface AuthValue {
   isOperator: boolean;
   isTenantUser: boolean;
   isTenantAdmin: boolean;
+  /** How people sign in here: the built-in form, single sign-on at an OIDC provider, or not at all. */
+  signIn: SignInConfig;
   login: (email: string, password: string) => Promise<Session>;
-  logout: () => void;
+  logout: () => Promise<void>;
 }
 
 const AuthContext = React.createContext<AuthValue | null>(null);
 
-export function AuthProvider({ children }: { children: React.ReactNode }) {
+async function configure(config: SignInConfig): Promise<SignInConfig> {
+  // The OIDC client library loads only where single sign-on is set up.
+  if (config.method === "oidc") (await import("@/lib/oidc")).startOidc(config.oidc);
+  return config;
+}
+
+/** Provides the session; renders its children once it knows how this Pulse signs in (`signIn` skips asking). */
+export function AuthProvider({ children, signIn: given }: { children: React.ReactNode; signIn?: SignInConfig }) {
   const [session, setSession] = React.useState<Session | null>(getSession());
+  const [signIn, setSignIn] = React.useState<SignInConfig | undefined>(undefined);
+  const [error, setError] = React.useState<unknown>(null);
   const queryClient = useQueryClient();
   React.useEffect(
     () =>
@@ -36,7 +49,13 @@ export function AuthProvider({ children }: { children: React.ReactNode }) {
       }),
     [queryClient],
   );
-  const value = React.useMemo<AuthValue>(() => {
+  const load = React.useCallback(() => {
+    setError(null);
+    (given ? Promise.resolve(given) : fetchSignInConfig()).then(configure).then(setSignIn, setError);
+  }, [given]);
+  React.useEffect(load, [load]);
+  const value = React.useMemo<AuthValue | null>(() => {
+    if (!signIn) return null;
     const claims = session?.claims;
     return {
       session,
@@ -44,10 +63,12 @@ export function AuthProvider({ children }: { children: React.ReactNode }) {
       isOperator: isOperator(claims),
       isTenantUser: isTenantUser(claims),
       isTenantAdmin: isTenantAdmin(claims),
+      signIn,
       login: loginRequest,
-      logout: dropSession,
+      logout: endSession,
     };
-  }, [session]);
+  }, [session, signIn]);
+  if (!value) return error ? <ErrorState error={error} onRetry={load} /> : <Loading label="Starting Pulse…" />;
   return <AuthContext.Provider value={value}>{children}</AuthContext.Provider>;
 }
 

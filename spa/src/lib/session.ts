@@ -1,4 +1,6 @@
-// The signed-in session: tokens from POST /auth/login, kept per browser tab (sessionStorage), refreshed once at a time.
+// The signed-in session, kept per browser tab (sessionStorage) and refreshed once at a time. Its tokens come from
+// Pulse's built-in identity (POST /auth/login, /auth/refresh, /auth/logout) or, when Pulse is set up with an external
+// OIDC provider, from that provider: lib/oidc.ts then plugs its renewal and sign-out in with `setExternalIdentity`.
 
 export interface Claims {
   sub: string;
@@ -10,6 +12,7 @@ export interface Claims {
 
 export interface Session {
   accessToken: string;
+  /** The built-in identity's refresh token; empty with an external provider (its client library keeps that). */
   refreshToken: string;
   /** Epoch milliseconds when the access token expires. */
   expiresAt: number;
@@ -26,9 +29,25 @@ const KEY = "pulse.session";
 const OPERATOR_ROLES = ["operator", "operator-admin"];
 const TENANT_ROLES = ["customer", "tenant-admin"];
 
+/** How an external identity provider renews and ends sessions (lib/oidc.ts). */
+export interface ExternalIdentity {
+  /** A fresh session (e.g. with the provider's refresh token); rejects with an AuthError (status 0: unreachable). */
+  renew(): Promise<Session>;
+  /** Sign out at the provider (may navigate away); the local session is dropped before. */
+  signOut(): Promise<void>;
+  /** Forget the provider's tokens in this tab without asking the provider (the session ended). */
+  forget(): void;
+}
+
 let current: Session | null = load();
 let refreshing: Promise<Session> | null = null;
+let external: ExternalIdentity | null = null;
 const listeners = new Set<(s: Session | null) => void>();
+
+/** Route renewal and sign-out through an external provider (null: back to the built-in identity). */
+export function setExternalIdentity(identity: ExternalIdentity | null): void {
+  external = identity;
+}
 
 export function decodeClaims(token: string): Claims {
   const part = token.split(".")[1];
@@ -78,6 +97,11 @@ function save(session: Session | null): void {
   for (const listener of listeners) listener(session);
 }
 
+/** Adopt a session signed in elsewhere (the external provider's callback or renewal). */
+export function setSession(session: Session | null): void {
+  save(session);
+}
+
 export function getSession(): Session | null {
   return current;
 }
@@ -114,10 +138,9 @@ export class AuthError extends Error {
   }
 }
 
-async function postJson(path: string, body: unknown): Promise<TokenPair> {
-  let response: Response;
+async function post(path: string, body: unknown): Promise<Response> {
   try {
-    response = await fetch(path, {
+    return await fetch(path, {
       method: "POST",
       headers: { "content-type": "application/json", accept: "application/json" },
       body: JSON.stringify(body),
@@ -126,6 +149,10 @@ async function postJson(path: string, body: unknown): Promise<TokenPair> {
   } catch {
     throw new AuthError("Pulse cannot be reached. Check your connection and try again.", 0, "network");
   }
+}
+
+async function postJson(path: string, body: unknown): Promise<TokenPair> {
+  const response = await post(path, body);
   if (!response.ok) {
     const parsed = (await response.json().catch(() => ({}))) as ErrorBody;
     const retry = response.headers.get("retry-after");
@@ -147,14 +174,16 @@ export function refresh(): Promise<Session> {
   if (refreshing) return refreshing;
   const session = current;
   if (!session) return Promise.reject(new AuthError("not signed in", 401, "unauthorized"));
-  refreshing = postJson("/auth/refresh", { refresh_token: session.refreshToken })
-    .then((pair) => {
-      const next = fromPair(pair);
+  const renewal = external
+    ? external.renew()
+    : postJson("/auth/refresh", { refresh_token: session.refreshToken }).then((pair) => fromPair(pair));
+  refreshing = renewal
+    .then((next) => {
       save(next);
       return next;
     })
     .catch((err: unknown) => {
-      if (err instanceof AuthError && err.status !== 0 && err.status !== 429) save(null);
+      if (err instanceof AuthError && err.status !== 0 && err.status !== 429) dropSession();
       throw err;
     })
     .finally(() => {
@@ -171,6 +200,27 @@ export async function accessToken(): Promise<string | null> {
   return session.accessToken;
 }
 
-export function logout(): void {
+/** Forget the session in this tab without telling anyone (it has already ended: refused or spent tokens). */
+export function dropSession(): void {
+  external?.forget();
+  save(null);
+}
+
+/**
+ * Sign out: the built-in identity revokes the refresh token (POST /auth/logout) before the tokens are dropped, so a
+ * copy of it is useless afterwards; with an external provider, its sign-out runs (revocation, end of its session).
+ * The local session ends even when Pulse or the provider cannot be reached.
+ */
+export async function logout(): Promise<void> {
+  const session = current;
+  if (external) {
+    const identity = external;
+    save(null);
+    await identity.signOut();
+    return;
+  }
+  if (session?.refreshToken) {
+    await post("/auth/logout", { refresh_token: session.refreshToken }).catch(() => undefined);
+  }
   save(null);
 }

@@ -4,11 +4,17 @@ import userEvent from "@testing-library/user-event";
 import { createMemoryRouter, RouterProvider } from "react-router";
 import { afterEach, expect, test, vi } from "vitest";
 import { AuthProvider } from "@/lib/auth";
+import { setSession } from "@/lib/session";
+import type { SignInConfig } from "@/lib/signin";
 import Login from "@/pages/Login";
 
-afterEach(() => vi.unstubAllGlobals());
+afterEach(() => {
+  vi.unstubAllGlobals();
+  setSession(null);
+});
 
-function renderLogin() {
+/** `null`: the provider asks Pulse (GET /auth/config) how to sign in. */
+function renderLogin(signIn: SignInConfig | null = { method: "password" }) {
   const router = createMemoryRouter(
     [
       { path: "/login", element: <Login /> },
@@ -19,7 +25,7 @@ function renderLogin() {
   );
   render(
     <QueryClientProvider client={new QueryClient()}>
-      <AuthProvider>
+      <AuthProvider signIn={signIn ?? undefined}>
         <RouterProvider router={router} />
       </AuthProvider>
     </QueryClientProvider>,
@@ -33,7 +39,7 @@ test("a refused login shows the server's message and keeps the form", async () =
   vi.stubGlobal("fetch", fetchMock);
   renderLogin();
   const user = userEvent.setup();
-  const submit = screen.getByRole("button", { name: "Sign in" });
+  const submit = await screen.findByRole("button", { name: "Sign in" });
   expect(submit).toBeDisabled();
   await user.type(screen.getByLabelText("Email"), "ada@example.com");
   await user.type(screen.getByLabelText("Password"), "wrong");
@@ -51,8 +57,43 @@ test("an operator lands on the NOC after signing in", async () => {
   );
   renderLogin();
   const user = userEvent.setup();
-  await user.type(screen.getByLabelText("Email"), "noc@example.com");
+  await user.type(await screen.findByLabelText("Email"), "noc@example.com");
   await user.type(screen.getByLabelText("Password"), "secret-password");
   await user.click(screen.getByRole("button", { name: "Sign in" }));
   expect(await screen.findByText("noc")).toBeInTheDocument();
+});
+
+test("the app asks Pulse how to sign in and offers single sign-on when a provider is set up", async () => {
+  const fetchMock = vi.fn<typeof fetch>().mockResolvedValue(
+    new Response(
+      JSON.stringify({
+        method: "oidc",
+        oidc: { issuer: "https://sso.example.com/realms/pulse", client_id: "pulse-web", scopes: ["openid", "email"] },
+      }),
+      { status: 200 },
+    ),
+  );
+  vi.stubGlobal("fetch", fetchMock);
+  renderLogin(null);
+  expect(await screen.findByRole("button", { name: "Sign in with SSO" })).toBeEnabled();
+  expect(screen.queryByLabelText("Password")).not.toBeInTheDocument();
+  expect(fetchMock).toHaveBeenCalledWith("/auth/config", expect.anything());
+});
+
+test("without a web app client at the provider, the page says what is missing", async () => {
+  renderLogin({ method: "none" });
+  expect(await screen.findByRole("alert")).toHaveTextContent("PULSE_OIDC_CLIENT_ID");
+  expect(screen.queryByRole("button")).not.toBeInTheDocument();
+});
+
+test("a Pulse that cannot say how to sign in shows the error and tries again", async () => {
+  const fetchMock = vi
+    .fn<typeof fetch>()
+    .mockRejectedValueOnce(new TypeError("Failed to fetch"))
+    .mockResolvedValue(new Response(JSON.stringify({ method: "password", oidc: null }), { status: 200 }));
+  vi.stubGlobal("fetch", fetchMock);
+  renderLogin(null);
+  expect(await screen.findByRole("alert")).toHaveTextContent("Pulse cannot be reached");
+  await userEvent.setup().click(screen.getByRole("button", { name: "Try again" }));
+  expect(await screen.findByLabelText("Password")).toBeInTheDocument();
 });

@@ -43,7 +43,7 @@ test("10,000 devices: the list knows them all but puts only a window of rows in 
   const router = createMemoryRouter([{ path: "/devices", element: <DeviceList /> }], { initialEntries: ["/devices?state=ONLINE"] });
   render(
     <QueryClientProvider client={new QueryClient()}>
-      <AuthProvider>
+      <AuthProvider signIn={{ method: "password" }}>
         <RouterProvider router={router} />
       </AuthProvider>
     </QueryClientProvider>,
