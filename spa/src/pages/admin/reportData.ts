@@ -43,8 +43,11 @@ export function alertReport(alerts: Alert[], from: Date, to: Date): AlertReport 
   };
 }
 
-function csvCell(value: unknown): string {
-  const s = value === null || value === undefined ? "" : String(value);
+/** A CSV cell that no spreadsheet evaluates (as the server's CSV downloads): text starting with =, +, -, @, a tab
+ * or a carriage return gets a leading quote; numbers stay numbers. */
+export function csvCell(value: unknown): string {
+  let s = value === null || value === undefined ? "" : String(value);
+  if (typeof value === "string" && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
   return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
