@@ -7,6 +7,7 @@ servers that record what reaches them.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import socket
 import ssl
@@ -123,6 +124,21 @@ async def _webhook(url: str, http: httpx.AsyncClient, allow: tuple[str, ...]) ->
                               delivery_id="rebind-1", http=http, allow=allow)
 
 
+async def _first_attempt(d: Deliverer, engine: AsyncEngine, tenant: Any) -> list[Any]:
+    """Deliver rounds until the tenant's job has been tried once (jobs other tests left in the shared database may
+    come first); its jobs then."""
+    try:
+        for _ in range(100):
+            await d.deliver_once()
+            jobs = await _jobs(engine, tenant)
+            if any(j.attempt_count >= 1 or j.status == "DELIVERED" for j in jobs):
+                return jobs
+            await asyncio.sleep(0.05)
+    finally:
+        await d.aclose()
+    raise AssertionError("the tenant's job was never attempted")
+
+
 async def test_a_name_that_turns_internal_after_saving_is_refused_at_delivery(
         engine: AsyncEngine, settings: Settings, dns: ScriptedDNS, servers: list[Server]) -> None:
     """Saved while the name answered a public address; at delivery it answers 127.0.0.1, where a server listens."""
@@ -132,12 +148,7 @@ async def test_a_name_that_turns_internal_after_saving_is_refused_at_delivery(
     dns.script["hook.rebind.test"] = [[PUBLIC_V4], ["127.0.0.1"]]
     tenant, device = await _setup(engine, strict, f"http://hook.rebind.test:{trap.port}/hook")
     await _alert(engine, tenant, device)
-    d = Deliverer(engine, strict, retry=FAST)
-    try:
-        await d.deliver_once()
-    finally:
-        await d.aclose()
-    [job] = await _jobs(engine, tenant)
+    [job] = await _first_attempt(Deliverer(engine, strict, retry=FAST), engine, tenant)
     assert job.status == "PENDING" and job.attempt_count == 1  # refused, retried later in case DNS is fixed
     assert "SSRF" in job.last_error and "127.0.0.1" in job.last_error and "loopback" in job.last_error, job
     assert trap.requests == []
@@ -177,12 +188,7 @@ async def test_an_allowed_delivery_reaches_the_receiver_with_its_host_name(
     dns.script["receiver.rebind.test"] = [["127.0.0.1"], ["127.0.0.1"], None]
     tenant, device = await _setup(engine, settings, f"http://receiver.rebind.test:{receiver.port}/hook")
     await _alert(engine, tenant, device)
-    d = Deliverer(engine, settings, retry=FAST)
-    try:
-        await d.deliver_once()
-    finally:
-        await d.aclose()
-    [job] = await _jobs(engine, tenant)
+    [job] = await _first_attempt(Deliverer(engine, settings, retry=FAST), engine, tenant)
     assert job.status == "DELIVERED", job
     assert [r["host"] for r in receiver.requests] == [f"receiver.rebind.test:{receiver.port}"]
     assert receiver.requests[0]["x-pulse-signature"].startswith("v1=")
