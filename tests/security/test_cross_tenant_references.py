@@ -26,7 +26,7 @@ Client = AsyncTestClient[Litestar]
 Ids = dict[str, str]
 
 # Body fields that name an existing object of the tenant (as opposed to the id of the object being created).
-REFERENCE_FIELDS = frozenset({"channel_id", "contact_id", "device_ids", "site_id", "site_ids", "group_ids", "user_id",
+REFERENCE_FIELDS = frozenset({"channel_id", "contact_id", "device_id", "device_ids", "site_id", "site_ids", "group_ids", "user_id",
                               "policy_id", "escalation_policy_id", "participants", "alert_ids", "targets",
                               "handoff_channel_id"})
 NEW_OBJECT_IDS = {("POST", "/customer/devices"): {"device_id"}, ("POST", "/customer/sites"): {"site_id"}}
@@ -98,6 +98,9 @@ CASES = [
     *[Case("PATCH", "/customer/alert-rules/{rule_id}", f, o, lambda a, x, f=f, many=many: {f: [x] if many else x})
       for f, o, many in (("escalation_policy_id", "policy_id", False), ("site_ids", "site_id", True),
                          ("group_ids", "group_id", True), ("device_ids", "device_id", True))],
+    Case("POST", "/customer/alert-rules/preview", "device_id", "device_id",
+         lambda a, x: {"rule_type": "THRESHOLD", "definition": {"metric": "temp_c", "op": "GT", "value": 50},
+                       "device_id": x}),
     Case("PUT", "/customer/alert-rules/{rule_id}/escalation-policy", "policy_id", "policy_id",
          lambda a, x: {"policy_id": x}),
     *[Case("POST", "/customer/alert-rule-templates/high-temperature/instantiate", f, o,

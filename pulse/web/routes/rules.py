@@ -1,12 +1,13 @@
-"""/customer/alert-rules: a tenant's alert rules (list, read, create, change, delete).
+"""/customer/alert-rules: a tenant's alert rules (list, read, create, change, delete, preview).
 
-Any member of the tenant (`customer`, `tenant-admin`) may read; changes need `tenant-admin`. The tenant comes
-from the token only; another tenant's rule ids are simply not found. Every change reaches `pulse evaluate`
-through `NOTIFY pulse_rules_changed`, sent in the request's transaction.
+Any member of the tenant (`customer`, `tenant-admin`) may read and preview; changes need `tenant-admin`. The tenant
+comes from the token only; another tenant's rule ids (and devices) are simply not found. Every change reaches `pulse
+evaluate` through `NOTIFY pulse_rules_changed`, sent in the request's transaction.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -14,6 +15,7 @@ from litestar import Router, delete, get, patch, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from msgspec import UNSET, UnsetType
 
+from pulse.alerting.preview import RulePreview, preview_rule
 from pulse.alerting.rule_admin import (
     MAX_PAGE,
     AlertRule,
@@ -66,6 +68,17 @@ class AlertRuleUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     escalation_policy_id: str | UnsetType | None = UNSET
 
 
+class AlertRulePreviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A rule as it would be saved (only what decides when it fires) and the device to replay it on."""
+
+    rule_type: str
+    definition: dict[str, Any]
+    device_id: str
+    for_seconds: int = 0
+    range_from: datetime | None = msgspec.field(default=None, name="from")
+    range_to: datetime | None = msgspec.field(default=None, name="to")
+
+
 @get("/", summary="List alert rules", responses=error_specs(400, 401, 403))
 async def list_tenant_rules(
     principal: PrincipalDep, tenant_conn: TenantConnDep,
@@ -111,6 +124,17 @@ async def delete_tenant_rule(rule_id: RuleIdPath, principal: PrincipalDep, tenan
     await delete_rule(tenant_conn, require_tenant(principal), rule_id)
 
 
+@post("/preview", summary="Preview an alert rule on a device's telemetry", status_code=200,
+      responses=error_specs(400, 401, 403, 404))
+async def preview_tenant_rule(data: JSONBody[AlertRulePreviewRequest], principal: PrincipalDep,
+                              tenant_conn: TenantConnDep, now: NowDep) -> RulePreview:
+    """Replays the device's raw telemetry (default and at most the last 24 h) through the evaluator's verdicts and
+    returns the episodes the rule would have opened; nothing is stored. Errors name the field (`definition.op`)."""
+    return await preview_rule(tenant_conn, require_tenant(principal), data.device_id, data.rule_type,
+                              data.definition, for_seconds=data.for_seconds, now=now, range_from=data.range_from,
+                              range_to=data.range_to)
+
+
 router = Router(path="/customer/alert-rules", route_handlers=[
-    list_tenant_rules, create_tenant_rule, get_tenant_rule, update_tenant_rule, delete_tenant_rule,
+    list_tenant_rules, create_tenant_rule, preview_tenant_rule, get_tenant_rule, update_tenant_rule, delete_tenant_rule,
 ], guards=[require_roles(*MEMBER_ROLES)], security=BEARER, tags=["alert rules"])

@@ -22,14 +22,17 @@ export interface TimeSeriesProps {
   guides?: { value: number; color: string }[];
   /** Start of the x axis (unix seconds), so a chosen range shows whole even where data is missing. */
   xMin?: number;
+  /** Shaded time spans (unix seconds), e.g. when a rule would have fired. */
+  areas?: { from: number; to: number; color: string }[];
 }
 
-export default function TimeSeries({ data, label, height = 180, color = "#22d3ee", guides = [], xMin }: TimeSeriesProps) {
+export default function TimeSeries({ data, label, height = 180, color = "#22d3ee", guides = [], xMin, areas = [] }: TimeSeriesProps) {
   const ref = React.useRef<HTMLDivElement>(null);
   const plot = React.useRef<uPlot | null>(null);
   const { theme } = useTheme();
   const hasBand = !!data.mins && !!data.maxs;
   const guideKey = JSON.stringify(guides);
+  const areaKey = JSON.stringify(areas);
 
   React.useEffect(() => {
     const el = ref.current;
@@ -63,6 +66,15 @@ export default function TimeSeries({ data, label, height = 180, color = "#22d3ee
       hooks: {
         draw: [
           (u) => {
+            for (const a of JSON.parse(areaKey) as { from: number; to: number; color: string }[]) {
+              const left = Math.max(u.bbox.left, u.valToPos(a.from, "x", true));
+              const right = Math.min(u.bbox.left + u.bbox.width, u.valToPos(a.to, "x", true));
+              if (!Number.isFinite(left) || !Number.isFinite(right) || right <= left) continue;
+              u.ctx.save();
+              u.ctx.fillStyle = a.color;
+              u.ctx.fillRect(left, u.bbox.top, Math.max(right - left, 1), u.bbox.height);
+              u.ctx.restore();
+            }
             for (const g of JSON.parse(guideKey) as { value: number; color: string }[]) {
               const y = u.valToPos(g.value, "y", true);
               if (!Number.isFinite(y)) continue;
@@ -91,7 +103,7 @@ export default function TimeSeries({ data, label, height = 180, color = "#22d3ee
       plot.current = null;
     };
     // data is pushed by the effect below; the plot is rebuilt only when its shape changes
-  }, [theme, height, color, label, hasBand, guideKey, xMin]);
+  }, [theme, height, color, label, hasBand, guideKey, areaKey, xMin]);
 
   React.useEffect(() => {
     plot.current?.setData(toAligned(data, hasBand));

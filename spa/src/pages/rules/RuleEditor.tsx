@@ -334,7 +334,7 @@ function Editor({ rule }: { rule?: Rule }) {
             <p className="text-sm text-muted-foreground">Only tenant admins change rules.</p>
           )}
         </div>
-        <RulePreview ruleType={t} def={def} deviceIds={splitList(form.device_ids)} />
+        <RulePreview ruleType={t} def={def} forSeconds={form.for_seconds} deviceIds={splitList(form.device_ids)} />
       </form>
     </div>
   );

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { breachingBuckets, definitionToForm, EMPTY_DEFINITION, formToDefinition } from "@/pages/rules/definition";
+import { definitionToForm, EMPTY_DEFINITION, formToDefinition } from "@/pages/rules/definition";
 
 describe("rule definitions", () => {
   test("each rule type's form becomes the definition the API documents", () => {
@@ -35,13 +35,5 @@ describe("rule definitions", () => {
   test("a stored MULTI definition round-trips through the form", () => {
     const stored = { match: "all", conditions: [{ metric: "a", op: "LT", value: 1.5, clear_value: null }] };
     expect(formToDefinition("MULTI", definitionToForm("MULTI", stored))).toEqual({ match: "all", conditions: [{ metric: "a", op: "LT", value: 1.5 }] });
-  });
-
-  test("the preview counts buckets whose extreme breaches the threshold", () => {
-    const b = (time: string, min: number, max: number) => ({ time, avg: (min + max) / 2, min, max });
-    const buckets = [b("t1", 20, 25), b("t2", 28, 31), b("t3", 29, 30)];
-    expect(breachingBuckets(buckets, "GT", 30).map((h) => h.time)).toEqual(["t2"]);
-    expect(breachingBuckets(buckets, "GTE", 30).map((h) => h.time)).toEqual(["t2", "t3"]);
-    expect(breachingBuckets(buckets, "LT", 21).map((h) => h.time)).toEqual(["t1"]);
   });
 });

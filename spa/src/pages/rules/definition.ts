@@ -98,19 +98,3 @@ export function formToDefinition(type: RuleType, f: DefinitionForm): Record<stri
       return { metric: f.metric.trim(), gap_seconds: Number(f.gap_seconds) };
   }
 }
-
-/** Buckets of downsampled history in which a THRESHOLD condition would have held (max for GT/GTE, min for LT/LTE). */
-export function breachingBuckets(
-  buckets: { time: string; avg: number; min: number; max: number }[],
-  op: string,
-  value: number,
-): { time: string; value: number }[] {
-  const hits: { time: string; value: number }[] = [];
-  for (const b of buckets) {
-    const v = op === "GT" || op === "GTE" ? b.max : op === "LT" || op === "LTE" ? b.min : b.avg;
-    const breach =
-      op === "GT" ? v > value : op === "GTE" ? v >= value : op === "LT" ? v < value : op === "LTE" ? v <= value : op === "EQ" ? v === value : v !== value;
-    if (breach) hits.push({ time: b.time, value: v });
-  }
-  return hits;
-}
