@@ -161,6 +161,16 @@ async def test_bulk_acknowledge_bad_input(client: AsyncTestClient[Litestar], eng
     assert response.status_code == 400 and _field(response) == field, response.text
 
 
+@pytest.mark.parametrize("path", ["/api/v2/alerts", WINDOWS, AUDIT])
+async def test_an_offset_beyond_any_page_names_the_parameter(client: AsyncTestClient[Litestar], engine: AsyncEngine,
+                                                             settings: Settings, path: str) -> None:
+    tenant = await make_tenant(engine)
+    headers = await _headers(engine, settings, tenant)
+    response = await client.get(path, headers=headers, params={"offset": "3684546023571542869807202304"})
+    assert response.status_code == 400 and "offset" in response.text, response.text
+    assert (await client.get(path, headers=headers, params={"offset": "1000000000"})).status_code == 200
+
+
 # --- maintenance windows ----------------------------------------------------------------------------------------
 
 async def test_maintenance_window_lifecycle_and_roles(client: AsyncTestClient[Litestar], engine: AsyncEngine,

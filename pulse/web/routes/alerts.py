@@ -16,7 +16,7 @@ from pulse.errors import NotFound, ValidationError
 from pulse.web.auth import require_roles
 from pulse.web.deps import NowDep, PrincipalDep, SettingsDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
-from pulse.web.routes.common import BEARER, MEMBER_ROLES, parse_choices
+from pulse.web.routes.common import BEARER, MEMBER_ROLES, OffsetQuery, parse_choices
 
 STATUS_HELP = "OPEN, ACKNOWLEDGED or CLOSED; repeat the parameter or comma-separate"
 SEVERITY_HELP = "lowest severity to include (1 info ... 5 critical)"
@@ -37,7 +37,7 @@ async def list_tenant_alerts(
     severity_min: Annotated[int | None, QueryParameter(ge=1, le=5, description=SEVERITY_HELP)] = None,
     device_id: Annotated[str | None, QueryParameter(max_length=128)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-    offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> AlertPage:
     """The tenant's alerts, newest first, with the total count of matches."""
     return await list_alerts(tenant_conn, require_tenant(principal),

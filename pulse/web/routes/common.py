@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from litestar.params import QueryParameter
 from msgspec import UNSET
 
 from pulse.errors import ValidationError
+from pulse.fleet.operator.common import MAX_OFFSET
 from pulse.web.auth import require_roles
+
+OffsetQuery = Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description="rows to skip")]
+"""A page's `offset`: bounded, so a huge value is a 400 naming it rather than a database error."""
 
 BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 MEMBER_ROLES = ("customer", "tenant-admin")

@@ -38,7 +38,7 @@ from pulse.web.auth import require_roles
 from pulse.web.deps import NowDep, PrincipalDep, SettingsDep, TenantConnDep, require_tenant
 from pulse.web.errors import error_specs
 from pulse.web.routes import alerts as alert_routes
-from pulse.web.routes.common import ADMIN, BEARER, MEMBER_ROLES, sent_fields
+from pulse.web.routes.common import ADMIN, BEARER, MEMBER_ROLES, OffsetQuery, sent_fields
 
 BULK_MAX = 500
 
@@ -166,7 +166,7 @@ class WindowUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 @get("/", summary="List maintenance windows", responses=error_specs(400, 401, 403))
 async def list_tenant_windows(principal: PrincipalDep, tenant_conn: TenantConnDep,
                               limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
-                              offset: Annotated[int, QueryParameter(ge=0)] = 0) -> MaintenanceWindowPage:
+                              offset: OffsetQuery = 0) -> MaintenanceWindowPage:
     """The tenant's windows by name."""
     return await list_windows(tenant_conn, require_tenant(principal), limit=limit, offset=offset)
 
@@ -279,7 +279,7 @@ async def list_tenant_audit_log(
     until: Annotated[str | None, QueryParameter(name="to", max_length=64,
                                                 description="before (ISO-8601 with offset)")] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-    offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    offset: OffsetQuery = 0,
 ) -> AuditPage:
     """Every successful change made under /customer, newest first, with the total count of matches."""
     return await list_audit_entries(tenant_conn, require_tenant(principal), actor=actor, action=action,
