@@ -37,7 +37,7 @@ COMMANDS: dict[str, dict[str, Any]] = {
     },
     "evaluate": {
         "help": "track device liveness and evaluate alert rules; opens, updates and closes alerts",
-        "settings": (*DB, *HEALTH, "PULSE_EVALUATE_POLL_MS", "PULSE_EVALUATE_REBALANCE_S"),
+        "settings": (*DB, *HEALTH, "PULSE_EVALUATE_POLL_MS", "PULSE_EVALUATE_CHUNK", "PULSE_EVALUATE_REBALANCE_S"),
     },
     "escalate": {
         "help": "fire due escalation steps of unacknowledged alerts and page whoever is on call",

@@ -241,6 +241,9 @@ class Settings:
                                         "MQTT 5 shared subscription group of ingest workers")
     evaluate_poll_ms: int = _setting("PULSE_EVALUATE_POLL_MS", 1000, _parse_int(10, 60000),
                                      "longest the evaluator sleeps without a wake-up")
+    evaluate_chunk: int = _setting("PULSE_EVALUATE_CHUNK", 1000, _parse_int(1, 10000),
+                                   "devices judged per evaluation transaction (smaller: each commit comes sooner; "
+                                   "larger: fewer database round trips)")
     evaluate_rebalance_s: float = _setting("PULSE_EVALUATE_REBALANCE_S", 2.0, _parse_float(0.5, 5.0),
                                            "how often each evaluator beats and rebalances its device partitions; "
                                            "use the same value on every evaluator")

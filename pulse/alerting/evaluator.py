@@ -44,8 +44,8 @@ log = logging.getLogger("pulse.evaluate")
 DeviceKey = tuple[str, str]
 Owns = Callable[[str, str], bool]
 CHUNK = 1000
-"""Devices judged per transaction, whatever their tenants: the per-batch queries (state, liveness, open alerts) are
-one statement each for the whole chunk."""
+"""Devices judged per transaction by default (PULSE_EVALUATE_CHUNK), whatever their tenants: the per-chunk queries
+(state, liveness, open alerts) are one statement each for the whole chunk."""
 WINDOW_VERDICT_TTL = timedelta(seconds=60)
 """How long a RATE/ANOMALY verdict is reused while no new sample of its metric arrives (see Evaluator)."""
 GAP_CHECK_EVERY = timedelta(seconds=10)
@@ -85,6 +85,7 @@ class Evaluator:
 
     engine: AsyncEngine
     base_url: str = ""
+    chunk: int = CHUNK
     rules_by_tenant: dict[str, list[Rule]] = field(default_factory=dict)
     # (rule_id, device_id) -> when the condition started holding, for rules with for_seconds and no open alert.
     pending_since: dict[tuple[str, str], datetime] = field(default_factory=dict)
@@ -118,9 +119,9 @@ class Evaluator:
     async def evaluate_devices(self, keys: Iterable[DeviceKey], now: datetime) -> None:
         """Evaluate every rule that applies to these devices; one transaction per chunk of devices."""
         ordered = sorted(set(keys))  # tenant by tenant; the same lock order in every evaluator
-        for i in range(0, len(ordered), CHUNK):
+        for i in range(0, len(ordered), self.chunk):
             async with system_tx(self.engine) as conn:
-                await self._evaluate_chunk(conn, ordered[i:i + CHUNK], now)
+                await self._evaluate_chunk(conn, ordered[i:i + self.chunk], now)
 
     async def evaluate_each(self, keys: Iterable[DeviceKey], now: datetime) -> list[DeviceKey]:
         """Evaluate devices one transaction each, after a chunk failed on its data: a device whose own evaluation the

@@ -119,7 +119,7 @@ def _take_batch(queue: dict[DeviceKey, None], owner: PartitionOwner) -> list[Dev
 async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     async with worker_context("evaluate", settings, stop) as ctx:
-        evaluator = Evaluator(ctx.engine, base_url=settings.base_url)
+        evaluator = Evaluator(ctx.engine, base_url=settings.base_url, chunk=settings.evaluate_chunk)
         wakeups = Wakeups(settings.require_database_url())
         owner = PartitionOwner(settings.require_database_url(), instance_name("evaluate", "pulse-evaluate"),
                                round_s=settings.evaluate_rebalance_s)

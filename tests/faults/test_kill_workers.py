@@ -92,15 +92,16 @@ async def test_kill_9_of_evaluate_escalate_and_deliver_mid_work_loses_and_double
             return len(await stored_keys(database_url, t)) == DEVICES
         await eventually(all_stored, timeout=60, what="the readings", details=lambda: processes.output("ingest"))
 
-        # evaluate: killed while opening the alerts, restarted; it catches up on the last 10 minutes at start
+        # evaluate: killed while opening the alerts, restarted; it catches up on the last 10 minutes at start.
+        # 50 devices per transaction, so the alerts commit in steps and the kill lands between two of them.
         alerts = "SELECT count(*) FROM alerts WHERE tenant_id = $1"
-        processes.start("evaluate", "evaluate")
+        processes.start("evaluate", "evaluate", PULSE_EVALUATE_CHUNK="50")
 
         async def some_open() -> bool:
             return bool(await fetchval(database_url, alerts, t))
         await _kill_mid_work(processes, "evaluate", database_url, some_open)
         assert 0 < await fetchval(database_url, alerts, t) < DEVICES, "the kill missed the evaluator's work"
-        processes.start("evaluate", "evaluate")
+        processes.start("evaluate", "evaluate", PULSE_EVALUATE_CHUNK="50")
 
         async def all_open() -> bool:
             return await fetchval(database_url, alerts, t) == DEVICES
