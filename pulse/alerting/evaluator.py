@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
@@ -52,7 +53,10 @@ GAP_CHECK_EVERY = timedelta(seconds=10)
 """How often GAP rules are checked for devices that send nothing (gaps are at least 60 s)."""
 
 
-@dataclass
+_NONE: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
 class DeviceSnapshot:
     tenant_id: str
     device_id: str
@@ -61,8 +65,13 @@ class DeviceSnapshot:
     groups: frozenset[str]
     metrics: dict[str, Any]
     last_telemetry_at: datetime | None
-    metrics_at: dict[str, Any] = field(default_factory=dict)  # metric -> newest reading's time (ISO text)
+    metrics_at: dict[str, Any]  # metric -> newest reading's time (ISO text)
     in_maintenance: bool = False  # in a maintenance window now: nothing is raised for it
+    open_fps: frozenset[str] = _NONE  # fingerprints of the device's open alerts
+    marks: array[int] | None = None  # Evaluator.judged: one mark per tenant rule, set before rules are applied
+
+    def is_open(self, rule: Rule) -> bool:
+        return bool(self.open_fps) and rule.fingerprint(self.device_id) in self.open_fps
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,12 @@ class Evaluator:
     sample), so while a device sends other metrics its verdict is reused instead of reading the window again. A
     sample that arrives late (older than the newest) is taken in when the verdict is older than
     WINDOW_VERDICT_TTL.
+
+    A device is judged again under a rule only when something the outcome depends on changed since it was last
+    judged (`judged`): a newer reading of one of the rule's metrics, the device entering or leaving a maintenance
+    window, or its alert being opened or closed by someone else (a manual close). A device reporting other metrics
+    costs nothing under the rules it did not touch, and an alert that still breaches is updated per breaching
+    reading, not per evaluation. A for_seconds window still running is always judged again.
     """
 
     engine: AsyncEngine
@@ -90,6 +105,9 @@ class Evaluator:
     # (rule_id, device_id) -> when the condition started holding, for rules with for_seconds and no open alert.
     pending_since: dict[tuple[str, str], datetime] = field(default_factory=dict)
     window_verdicts: dict[tuple[str, str], _WindowVerdict] = field(default_factory=dict)
+    # (tenant_id, device_id) -> per rule of the tenant (by position), a hash of what its last settled verdict was
+    # judged on and the alert's state it left (_mark); 0: judge again. Dropped for a tenant whose rules change.
+    judged: dict[DeviceKey, array[int]] = field(default_factory=dict)
     gaps_checked_at: datetime | None = None
     maintenance: MaintenanceCache = field(default_factory=MaintenanceCache)
     alerts_opened: int = 0
@@ -114,14 +132,29 @@ class Evaluator:
                 definition=definition, for_seconds=r.for_seconds, site_ids=tuple(r.site_ids or ()),
                 group_ids=tuple(r.group_ids or ()), tags=tuple(r.tags or ()), device_ids=tuple(r.device_ids or ()),
                 escalation_policy_id=r.escalation_policy_id))
-        self.rules_by_tenant = dict(by_tenant)
+        old = self.rules_by_tenant
+        # An unchanged rule list is kept as it is, with what was judged under it; a changed one starts afresh.
+        self.rules_by_tenant = {t: old[t] if old.get(t) == rules else rules for t, rules in by_tenant.items()}
+        changed = {t for t in old.keys() | self.rules_by_tenant.keys()
+                   if old.get(t) is not self.rules_by_tenant.get(t)}
+        if changed and self.judged:
+            self.judged = {k: v for k, v in self.judged.items() if k[0] not in changed}
 
     async def evaluate_devices(self, keys: Iterable[DeviceKey], now: datetime) -> None:
         """Evaluate every rule that applies to these devices; one transaction per chunk of devices."""
         ordered = sorted(set(keys))  # tenant by tenant; the same lock order in every evaluator
         for i in range(0, len(ordered), self.chunk):
+            await self._evaluate_in_tx(ordered[i:i + self.chunk], now)
+
+    async def _evaluate_in_tx(self, keys: list[DeviceKey], now: datetime) -> None:
+        """One transaction; if it does not commit, what was judged in it is forgotten (judged again next time)."""
+        try:
             async with system_tx(self.engine) as conn:
-                await self._evaluate_chunk(conn, ordered[i:i + self.chunk], now)
+                await self._evaluate_chunk(conn, keys, now)
+        except BaseException:
+            for key in keys:
+                self.judged.pop(key, None)
+            raise
 
     async def evaluate_each(self, keys: Iterable[DeviceKey], now: datetime) -> list[DeviceKey]:
         """Evaluate devices one transaction each, after a chunk failed on its data: a device whose own evaluation the
@@ -129,8 +162,7 @@ class Evaluator:
         skipped: list[DeviceKey] = []
         for key in sorted(set(keys)):
             try:
-                async with system_tx(self.engine) as conn:
-                    await self._evaluate_chunk(conn, [key], now)
+                await self._evaluate_in_tx([key], now)
             except (SQLAlchemyError, asyncpg.PostgresError) as exc:
                 if not is_data_error(exc):
                     raise
@@ -151,7 +183,7 @@ class Evaluator:
                 snap.in_maintenance = snap.device_id in held
         await _mark_online(conn, [(s.tenant_id, s.device_id) for s in snapshots], now)
         open_rows = (await conn.execute(text(
-            "SELECT a.tenant_id, a.fingerprint, "
+            "SELECT a.tenant_id, a.device_id, a.fingerprint, "
             "  a.alert_type = 'NO_HEARTBEAT' AND ds.last_seen_at > a.opened_at AS spoke_since "
             "FROM unnest(CAST(:t AS text[]), CAST(:d AS text[])) AS k(tenant_id, device_id) "
             "JOIN alerts a ON a.tenant_id = k.tenant_id AND a.device_id = k.device_id "
@@ -159,21 +191,37 @@ class Evaluator:
             "WHERE a.status IN ('OPEN', 'ACKNOWLEDGED')"),
             {"t": [s.tenant_id for s in snapshots], "d": [s.device_id for s in snapshots]})).all()
         open_fps: dict[str, set[str]] = defaultdict(set)
+        by_device: dict[DeviceKey, set[str]] = defaultdict(set)
         for r in open_rows:
             open_fps[r.tenant_id].add(r.fingerprint)
+            by_device[(r.tenant_id, r.device_id)].add(r.fingerprint)
+        for snap in snapshots:
+            if (fps := by_device.get((snap.tenant_id, snap.device_id))) is not None:
+                snap.open_fps = frozenset(fps)
         for r in open_rows:
             if r.spoke_since:
                 await clear_alert(conn, r.tenant_id, r.fingerprint, reason="device is sending again", now=now,
                                   base_url=self.base_url)
         for tenant_id, snaps in by_tenant.items():
-            for rule in self.rules_by_tenant.get(tenant_id, []):
-                targets = [s for s in snaps if rule.applies_to(s.device_id, s.site_id, s.tags, s.groups)]
+            rules = self.rules_by_tenant.get(tenant_id, [])
+            for snap in snaps:
+                snap.marks = self._marks_of((snap.tenant_id, snap.device_id), len(rules))
+            for index, rule in enumerate(rules):
+                targets = (snaps if rule.unscoped else
+                           [s for s in snaps if rule.applies_to(s.device_id, s.site_id, s.tags, s.groups)])
                 if targets:
-                    await self._apply_rule(conn, rule, targets, open_fps[tenant_id], now)
+                    await self._apply_rule(conn, rule, index, targets, open_fps[tenant_id], now)
 
-    async def _apply_rule(self, conn: AsyncConnection, rule: Rule, targets: list[DeviceSnapshot],
+    def _marks_of(self, key: DeviceKey, rules: int) -> array[int]:
+        marks = self.judged.get(key)
+        if marks is None or len(marks) != rules:
+            marks = self.judged[key] = array("q", bytes(8 * rules))
+        return marks
+
+    async def _apply_rule(self, conn: AsyncConnection, rule: Rule, index: int, targets: list[DeviceSnapshot],
                           open_fps: set[str], now: datetime) -> None:
-        """Judge the chunk's devices under one rule: window rules with one query for the whole chunk."""
+        """Judge the chunk's devices under one rule (the tenant's `index`th): only those with something new for it
+        (see `judged`); window rules with one query for the whole chunk."""
         d = rule.definition
         if isinstance(d, GapDefinition):
             # Gaps open in check_gaps; here a device whose metric is back has its gap alert closed at once.
@@ -183,6 +231,14 @@ class Evaluator:
                 for change in await gap_changes(conn, rule, d.metric, now - _gap_span(rule, d), device_ids=gapped):
                     await self._settle_gap(conn, rule, d, change, now, in_maintenance=change.device_id in held)
             return
+        metrics = _inputs(d)
+        pending = self.pending_since
+        window = isinstance(d, RateDefinition | AnomalyDefinition)
+        if not window:  # the verdict follows from the readings alone: skip before judging
+            targets = [s for s in targets if not _unchanged(s, index, metrics, s.is_open(rule))
+                       or (pending and (rule.rule_id, s.device_id) in pending)]
+            if not targets:
+                return
         verdicts: dict[str, Verdict]
         if isinstance(d, RateDefinition | AnomalyDefinition):
             verdicts = await self._window_verdicts(conn, rule, d, targets, now)
@@ -191,8 +247,14 @@ class Evaluator:
         else:
             verdicts = {s.device_id: threshold_verdict(d, s.metrics) for s in targets}
         for snap in targets:
-            is_open = bool(open_fps) and rule.fingerprint(snap.device_id) in open_fps
-            await self._settle(conn, rule, snap, verdicts[snap.device_id], is_open, now)
+            is_open, verdict = snap.is_open(rule), verdicts[snap.device_id]
+            state = verdict.state if window else None  # a window verdict can change without a newer reading
+            if (window and _unchanged(snap, index, metrics, is_open, state)
+                    and not (pending and (rule.rule_id, snap.device_id) in pending)):
+                continue
+            left_open = await self._settle(conn, rule, snap, verdict, is_open, now)
+            assert snap.marks is not None
+            snap.marks[index] = 0 if left_open is None else _mark(snap, metrics, left_open, state)
 
     async def _window_verdicts(self, conn: AsyncConnection, rule: Rule, d: RateDefinition | AnomalyDefinition,
                                targets: list[DeviceSnapshot], now: datetime) -> dict[str, Verdict]:
@@ -225,17 +287,20 @@ class Evaluator:
         return verdicts
 
     async def _settle(self, conn: AsyncConnection, rule: Rule, snap: DeviceSnapshot, verdict: Verdict,
-                      is_open: bool, now: datetime) -> None:
-        """Open/update the alert on BREACH (after for_seconds), close it on CLEAR, leave it on HOLD."""
+                      is_open: bool, now: datetime) -> bool | None:
+        """Open/update the alert on BREACH (after for_seconds), close it on CLEAR, leave it on HOLD.
+
+        Returns whether the alert is meant to be open now (None while a for_seconds window runs). A close the
+        alert refuses (flapping hold) leaves it open, so the device is judged again on its next evaluation."""
         key = (rule.rule_id, snap.device_id)
         if verdict.state == "BREACH":
             if snap.in_maintenance:  # no alert opens and an open one is left as it is
                 self.pending_since.pop(key, None)
-                return
+                return is_open
             if not is_open and rule.for_seconds > 0:
                 since = self.pending_since.setdefault(key, now)
                 if now - since < timedelta(seconds=rule.for_seconds):
-                    return
+                    return None
             self.pending_since.pop(key, None)
             d = rule.definition
             change = await raise_alert(conn, AlertSignal(
@@ -247,7 +312,7 @@ class Evaluator:
                 escalation_policy_id=rule.escalation_policy_id), now=now, base_url=self.base_url)
             if change.kind == "OPENED":
                 self.alerts_opened += 1
-            return
+            return True
         self.pending_since.pop(key, None)
         if is_open and verdict.state == "CLEAR":
             closed = await clear_alert(conn, rule.tenant_id, rule.fingerprint(snap.device_id),
@@ -255,6 +320,8 @@ class Evaluator:
                                        base_url=self.base_url)
             if closed:
                 self.alerts_closed += 1
+            return False
+        return is_open
 
     async def check_gaps(self, now: datetime, *, paused: bool = False, grace_from: datetime | None = None,
                          owns: Owns | None = None) -> None:
@@ -318,6 +385,7 @@ class Evaluator:
                 tenant_id = tenant_of.get(key[0])
                 if tenant_id is None or not owns(tenant_id, key[1]):
                     del table[key]
+        self.judged = {k: v for k, v in self.judged.items() if owns(*k)}
 
     def prune_window_verdicts(self, now: datetime) -> None:
         """Drop reused verdicts that are too old to be used again (devices that went quiet, rules removed)."""
@@ -336,6 +404,33 @@ class Evaluator:
             elif now - since >= timedelta(seconds=rule.for_seconds):
                 due.add((rule.tenant_id, device_id))
         return due
+
+
+def _inputs(d: ThresholdDefinition | MultiDefinition | RateDefinition | AnomalyDefinition) -> tuple[str, ...]:
+    """The metrics a rule's verdict is judged on."""
+    return tuple(c.metric for c in d.conditions) if isinstance(d, MultiDefinition) else (d.metric,)
+
+
+def _mark(snap: DeviceSnapshot, metrics: tuple[str, ...], is_open: bool, state: str | None) -> int:
+    """A hash of what a verdict was judged on (each metric's newest reading time and value, the maintenance window)
+    and the alert's state (open or not; for window rules the verdict too). 0 when it cannot be hashed: judged."""
+    at, values = snap.metrics_at, snap.metrics
+    try:
+        if len(metrics) == 1:
+            h = hash((at.get(metrics[0]), values.get(metrics[0]), snap.in_maintenance, is_open, state))
+        else:
+            h = hash((*[(at.get(m), values.get(m)) for m in metrics], snap.in_maintenance, is_open, state))
+    except TypeError:
+        return 0
+    return h or 1
+
+
+def _unchanged(snap: DeviceSnapshot, index: int, metrics: tuple[str, ...], is_open: bool,
+               state: str | None = None) -> bool:
+    """Whether the device was judged under rule `index` on exactly this and left its alert so."""
+    assert snap.marks is not None
+    mark = snap.marks[index]
+    return mark != 0 and mark == _mark(snap, metrics, is_open, state)
 
 
 def _gap_span(rule: Rule, d: GapDefinition) -> timedelta:
@@ -361,8 +456,9 @@ async def _load_snapshots(conn: AsyncConnection, keys: list[DeviceKey]) -> list[
         "JOIN device_state ds ON ds.tenant_id = d.tenant_id AND ds.device_id = d.device_id "
         "WHERE d.status = 'ACTIVE' ORDER BY k.n"),
         {"t": [k[0] for k in keys], "d": [k[1] for k in keys]})).all()
-    return [DeviceSnapshot(r.tenant_id, r.device_id, r.site_id, frozenset(r.tags or ()), frozenset(r.groups or ()),
-                           dict(r.latest_metrics or {}), r.last_telemetry_at, dict(r.latest_metrics_at or {}))
+    return [DeviceSnapshot(r.tenant_id, r.device_id, r.site_id, frozenset(r.tags) if r.tags else _NONE,
+                           frozenset(r.groups) if r.groups else _NONE, r.latest_metrics or {}, r.last_telemetry_at,
+                           r.latest_metrics_at or {})
             for r in rows]
 
 

@@ -115,6 +115,11 @@ class Rule(msgspec.Struct, kw_only=True):
     def fingerprint(self, device_id: str) -> str:
         return f"RULE:{self.rule_id}:{device_id}"
 
+    @property
+    def unscoped(self) -> bool:
+        """No scope: the rule applies to every device of the tenant."""
+        return not (self.device_ids or self.site_ids or self.tags or self.group_ids)
+
     def applies_to(self, device_id: str, site_id: str | None, tags: frozenset[str], groups: frozenset[str]) -> bool:
         """Scopes narrow a rule; an empty scope list means 'any'. All given scopes must match."""
         if self.device_ids and device_id not in self.device_ids:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
+from itertools import islice
 
 import asyncpg
 import msgspec
@@ -40,8 +41,15 @@ MAX_BATCH = 2000
 """Devices evaluated per loop turn at most; the rest wait for the next turn, so rounds and liveness stay on time."""
 
 
+_PAIRS = msgspec.json.Decoder(list[tuple[str, str]])
+
+
 def parse_wakeup(payload: str) -> list[DeviceKey]:
     """Ingest's NOTIFY payload: a JSON list of [tenant_id, device_id] pairs (or {"devices": [...]})."""
+    try:
+        return _PAIRS.decode(payload)  # what ingest sends, decoded and checked in one step
+    except msgspec.DecodeError:
+        pass  # anything else: taken apart leniently below
     try:
         data = msgspec.json.decode(payload)
     except msgspec.DecodeError:
@@ -108,12 +116,20 @@ async def _changed_since(engine: AsyncEngine, since: datetime, partitions: Abstr
 
 
 def _take_batch(queue: dict[DeviceKey, None], owner: PartitionOwner) -> list[DeviceKey]:
-    """This turn's devices: the first MAX_BATCH owned ones in arrival order; devices of other partitions are
-    dropped (their owner evaluates them) and the rest stay queued, oldest first."""
-    owned = [k for k in queue if owner.owns(*k)]
+    """This turn's devices: the first MAX_BATCH owned ones in arrival order; devices of other partitions met on the
+    way are dropped (their owner evaluates them) and the rest stay queued, oldest first."""
+    batch: list[DeviceKey] = []
+    taken = 0
+    for key in queue:
+        taken += 1
+        if owner.owns(*key):
+            batch.append(key)
+            if len(batch) == MAX_BATCH:
+                break
+    rest = list(islice(queue, taken, None))
     queue.clear()
-    queue.update(dict.fromkeys(owned[MAX_BATCH:]))
-    return owned[:MAX_BATCH]
+    queue.update(dict.fromkeys(rest))
+    return batch
 
 
 async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = None) -> int:

@@ -54,6 +54,23 @@ async def _rule(engine: AsyncEngine, tenant: TenantRef, definition: dict[str, An
              "d": json.dumps(definition), "f": kw.get("for_seconds", 0), "tags": kw.get("tags", [])})).scalar_one())
 
 
+async def _one_rule(engine: AsyncEngine, definition: dict[str, Any]
+                    ) -> tuple[TenantRef, str, Evaluator, list[tuple[str, str]]]:
+    """A tenant with one device and one THRESHOLD rule, and an evaluator holding it."""
+    tenant = await make_tenant(engine)
+    device = await make_device(engine, tenant)
+    await _rule(engine, tenant, definition)
+    ev = Evaluator(engine)
+    await ev.load_rules()
+    return tenant, device, ev, [(tenant.tenant_id, device)]
+
+
+async def _rule_id(engine: AsyncEngine, tenant: TenantRef) -> str:
+    async with system_tx(engine) as conn:
+        return str((await conn.execute(text("SELECT rule_id FROM alert_rules WHERE tenant_id = :t"),
+                                       {"t": tenant.tenant_id})).scalar_one())
+
+
 async def _report(engine: AsyncEngine, tenant: TenantRef, device: str, at: datetime, **metrics: Any) -> None:
     """What ingest does per batch: merge the latest metric values into device_state."""
     async with system_tx(engine) as conn:
@@ -77,12 +94,7 @@ async def _events(engine: AsyncEngine, alert_id: str) -> list[str]:
 
 
 async def test_threshold_lifecycle_opens_updates_and_closes_one_alert(engine: AsyncEngine) -> None:
-    tenant = await make_tenant(engine)
-    device = await make_device(engine, tenant)
-    await _rule(engine, tenant, {"metric": "temp_c", "op": "GT", "value": 30})
-    ev = Evaluator(engine)
-    await ev.load_rules()
-    key = [(tenant.tenant_id, device)]
+    tenant, device, ev, key = await _one_rule(engine, {"metric": "temp_c", "op": "GT", "value": 30})
 
     await _report(engine, tenant, device, T0, temp_c=30)
     await ev.evaluate_devices(key, T0)
@@ -104,12 +116,7 @@ async def test_threshold_lifecycle_opens_updates_and_closes_one_alert(engine: As
 
 
 async def test_acknowledged_alert_stays_acknowledged_then_closes_on_clear(engine: AsyncEngine) -> None:
-    tenant = await make_tenant(engine)
-    device = await make_device(engine, tenant)
-    await _rule(engine, tenant, {"metric": "temp_c", "op": "GT", "value": 30})
-    ev = Evaluator(engine)
-    await ev.load_rules()
-    key = [(tenant.tenant_id, device)]
+    tenant, device, ev, key = await _one_rule(engine, {"metric": "temp_c", "op": "GT", "value": 30})
     await _report(engine, tenant, device, T0, temp_c=40)
     await ev.evaluate_devices(key, T0)
     [alert] = await _alerts(engine, tenant)
@@ -127,12 +134,7 @@ async def test_acknowledged_alert_stays_acknowledged_then_closes_on_clear(engine
 
 
 async def test_manual_close_then_new_breach_opens_a_new_alert(engine: AsyncEngine) -> None:
-    tenant = await make_tenant(engine)
-    device = await make_device(engine, tenant)
-    await _rule(engine, tenant, {"metric": "temp_c", "op": "GT", "value": 30})
-    ev = Evaluator(engine)
-    await ev.load_rules()
-    key = [(tenant.tenant_id, device)]
+    tenant, device, ev, key = await _one_rule(engine, {"metric": "temp_c", "op": "GT", "value": 30})
     await _report(engine, tenant, device, T0, temp_c=35)
     await ev.evaluate_devices(key, T0)
     [first] = await _alerts(engine, tenant)
@@ -163,12 +165,7 @@ async def test_two_evaluators_racing_open_exactly_one_alert(engine: AsyncEngine)
 
 
 async def test_heartbeat_between_breaches_does_not_close_the_alert(engine: AsyncEngine) -> None:
-    tenant = await make_tenant(engine)
-    device = await make_device(engine, tenant)
-    await _rule(engine, tenant, {"metric": "temp_c", "op": "GT", "value": 30})
-    ev = Evaluator(engine)
-    await ev.load_rules()
-    key = [(tenant.tenant_id, device)]
+    tenant, device, ev, key = await _one_rule(engine, {"metric": "temp_c", "op": "GT", "value": 30})
     await _report(engine, tenant, device, T0, temp_c=35)
     await ev.evaluate_devices(key, T0)
     async with system_tx(engine) as conn:  # a heartbeat: a sign of life, no metrics
@@ -199,6 +196,61 @@ async def test_for_seconds_needs_the_condition_to_hold_for_the_window(engine: As
     assert due == {(tenant.tenant_id, device)}
     await ev.evaluate_devices(due, T0 + timedelta(seconds=100))
     assert len(await _alerts(engine, tenant)) == 1
+
+
+async def _reading(engine: AsyncEngine, tenant: TenantRef, device: str, at: datetime, **metrics: Any) -> None:
+    """As ingest writes a batch: the metrics' values and their readings' times."""
+    async with system_tx(engine) as conn:
+        await conn.execute(text(
+            "UPDATE device_state SET latest_metrics = latest_metrics || CAST(:m AS jsonb), "
+            "latest_metrics_at = latest_metrics_at || CAST(:mat AS jsonb), last_seen_at = :at, "
+            "last_telemetry_at = :at, updated_at = :at WHERE tenant_id = :t AND device_id = :d"),
+            {"m": json.dumps(metrics), "mat": json.dumps(dict.fromkeys(metrics, at.isoformat())), "at": at,
+             "t": tenant.tenant_id, "d": device})
+
+
+async def test_an_open_alert_counts_breaching_readings_not_messages_about_other_metrics(engine: AsyncEngine) -> None:
+    tenant, device, ev, key = await _one_rule(engine, {"metric": "temp_c", "op": "GT", "value": 30})
+    await _reading(engine, tenant, device, T0, temp_c=35)
+    await ev.evaluate_devices(key, T0)
+    for s in range(1, 4):  # the device goes on reporting humidity only: temp_c is still 35, but no new reading
+        await _reading(engine, tenant, device, T0 + timedelta(seconds=s), humidity=40 + s)
+        await ev.evaluate_devices(key, T0 + timedelta(seconds=s))
+    [alert] = await _alerts(engine, tenant)
+    assert (alert.status, alert.occurrence_count) == ("OPEN", 1)
+    await _reading(engine, tenant, device, T0 + timedelta(seconds=5), temp_c=35)  # the same value, a new reading
+    await ev.evaluate_devices(key, T0 + timedelta(seconds=5))
+    [alert] = await _alerts(engine, tenant)
+    assert (alert.status, alert.occurrence_count) == ("OPEN", 2)
+
+
+async def test_an_edited_rule_judges_the_latest_readings_again(engine: AsyncEngine) -> None:
+    tenant, device, ev, key = await _one_rule(engine, {"metric": "temp_c", "op": "GT", "value": 30})
+    rule_id = await _rule_id(engine, tenant)
+    await _reading(engine, tenant, device, T0, temp_c=25)
+    await ev.evaluate_devices(key, T0)
+    assert await _alerts(engine, tenant) == []
+    async with system_tx(engine) as conn:  # the limit is lowered below the value the device last reported
+        await conn.execute(text("UPDATE alert_rules SET definition = CAST(:d AS jsonb) WHERE rule_id = "
+                                "CAST(:r AS uuid)"), {"d": json.dumps({"metric": "temp_c", "op": "GT", "value": 20}),
+                                                      "r": rule_id})
+    await ev.load_rules()
+    await _reading(engine, tenant, device, T0 + timedelta(seconds=1), humidity=40)
+    await ev.evaluate_devices(key, T0 + timedelta(seconds=1))
+    [alert] = await _alerts(engine, tenant)
+    assert (alert.status, alert.last_value) == ("OPEN", 25)
+
+
+async def test_a_manually_closed_alert_is_judged_again_on_the_next_message(engine: AsyncEngine) -> None:
+    tenant, device, ev, key = await _one_rule(engine, {"metric": "temp_c", "op": "GT", "value": 30})
+    await _reading(engine, tenant, device, T0, temp_c=35)
+    await ev.evaluate_devices(key, T0)
+    [first] = await _alerts(engine, tenant)
+    async with system_tx(engine) as conn:
+        await close_alert(conn, tenant.tenant_id, first.alert_id, actor="bob", reason="looked at it", now=T0)
+    await _reading(engine, tenant, device, T0 + timedelta(seconds=1), humidity=40)  # temp_c still 35
+    await ev.evaluate_devices(key, T0 + timedelta(seconds=1))
+    assert [a.status for a in await _alerts(engine, tenant)] == ["CLOSED", "OPEN"]
 
 
 async def test_rule_scoped_by_tag_ignores_other_devices(engine: AsyncEngine) -> None:

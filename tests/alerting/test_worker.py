@@ -6,6 +6,7 @@ import asyncio
 import json
 from urllib.parse import urlsplit
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -82,7 +83,10 @@ async def test_a_device_whose_alert_the_database_refuses_does_not_hold_up_the_ot
     other devices of the same batch still get their alerts, and the refused device gets its alert once its next
     message can be stored."""
     tenant = await make_tenant(engine)
-    poison, *healthy = [await make_device(engine, tenant) for _ in range(3)]
+    # The healthy devices sort first: they are judged in the chunk before the refused insert rolls it back, and
+    # must be judged again (not taken as done) when the devices are then evaluated one by one.
+    healthy = [await make_device(engine, tenant, f"a-{i}") for i in range(2)]
+    poison = await make_device(engine, tenant, "z-refused")
     async with system_tx(engine) as conn:
         await conn.execute(text(
             "INSERT INTO alert_rules (tenant_id, name, rule_type, severity, definition) "
@@ -129,3 +133,27 @@ async def test_a_device_whose_alert_the_database_refuses_does_not_hold_up_the_ot
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+def test_a_wakeup_payload_names_devices_and_malformed_ones_are_ignored() -> None:
+    assert worker.parse_wakeup('[["acme", "d1"], ["acme", "d2"]]') == [("acme", "d1"), ("acme", "d2")]
+    assert worker.parse_wakeup('{"devices": [["acme", "d1"], ["acme"], [1, 2]]}') == [("acme", "d1")]
+    assert worker.parse_wakeup("[[\"acme\", \"d1\"], \"junk\"]") == [("acme", "d1")]
+    assert worker.parse_wakeup("not json") == []
+
+
+class _Owner:
+    """Owns the devices whose name ends in an even digit."""
+
+    def owns(self, tenant_id: str, device_id: str) -> bool:
+        return int(device_id[-1]) % 2 == 0
+
+
+def test_a_turn_takes_the_oldest_owned_devices_and_leaves_the_rest_queued_in_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker, "MAX_BATCH", 2)
+    queue = dict.fromkeys([("t", "d0"), ("t", "d1"), ("t", "d2"), ("t", "d3"), ("t", "d4"), ("t", "d6")])
+    assert worker._take_batch(queue, _Owner()) == [("t", "d0"), ("t", "d2")]  # type: ignore[arg-type]
+    assert list(queue) == [("t", "d3"), ("t", "d4"), ("t", "d6")]  # d1 is another evaluator's: dropped
+    assert worker._take_batch(queue, _Owner()) == [("t", "d4"), ("t", "d6")]  # type: ignore[arg-type]
+    assert queue == {}
