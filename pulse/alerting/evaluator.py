@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pulse.alerting.judged import Judged, RuleIndex, left_open, to_judge
 from pulse.alerting.maintenance import MaintenanceCache, devices_in_maintenance, silent_since_maintenance
 from pulse.alerting.partitions import partition_of, partition_sql
 from pulse.alerting.rules import (
@@ -68,7 +69,12 @@ class DeviceSnapshot:
     metrics_at: dict[str, Any]  # metric -> newest reading's time (ISO text)
     in_maintenance: bool = False  # in a maintenance window now: nothing is raised for it
     open_fps: frozenset[str] = _NONE  # fingerprints of the device's open alerts
-    marks: array[int] | None = None  # Evaluator.judged: one mark per tenant rule, set before rules are applied
+    # Set before the rules are applied (see pulse.alerting.judged): the readings now, the rules to judge (None: all),
+    # what judging changed (fingerprint -> open), the rules to judge again next time.
+    readings: array[int] | None = None
+    todo: set[int] | None = None
+    changes: dict[str, bool] = field(default_factory=dict)
+    again: set[int] = field(default_factory=set)
 
     def is_open(self, rule: Rule) -> bool:
         return bool(self.open_fps) and rule.fingerprint(self.device_id) in self.open_fps
@@ -92,22 +98,22 @@ class Evaluator:
     WINDOW_VERDICT_TTL.
 
     A device is judged again under a rule only when something the outcome depends on changed since it was last
-    judged (`judged`): a newer reading of one of the rule's metrics, the device entering or leaving a maintenance
-    window, or its alert being opened or closed by someone else (a manual close). A device reporting other metrics
-    costs nothing under the rules it did not touch, and an alert that still breaches is updated per breaching
-    reading, not per evaluation. A for_seconds window still running is always judged again.
+    judged (`judged`, pulse.alerting.judged): a newer reading of one of the rule's metrics, the device entering or
+    leaving a maintenance window, its alert opened or closed by someone else (a manual close), or the tenant's rules
+    edited. A device reporting other metrics costs nothing under the rules it did not touch, and an alert that still
+    breaches is updated per breaching reading, not per evaluation. A for_seconds window still running is always
+    judged again.
     """
 
     engine: AsyncEngine
     base_url: str = ""
     chunk: int = CHUNK
     rules_by_tenant: dict[str, list[Rule]] = field(default_factory=dict)
+    rule_index: dict[str, RuleIndex] = field(default_factory=dict)
     # (rule_id, device_id) -> when the condition started holding, for rules with for_seconds and no open alert.
     pending_since: dict[tuple[str, str], datetime] = field(default_factory=dict)
     window_verdicts: dict[tuple[str, str], _WindowVerdict] = field(default_factory=dict)
-    # (tenant_id, device_id) -> per rule of the tenant (by position), a hash of what its last settled verdict was
-    # judged on and the alert's state it left (_mark); 0: judge again. Dropped for a tenant whose rules change.
-    judged: dict[DeviceKey, array[int]] = field(default_factory=dict)
+    judged: dict[DeviceKey, Judged] = field(default_factory=dict)  # dropped for a tenant whose rules change
     gaps_checked_at: datetime | None = None
     maintenance: MaintenanceCache = field(default_factory=MaintenanceCache)
     alerts_opened: int = 0
@@ -137,6 +143,8 @@ class Evaluator:
         self.rules_by_tenant = {t: old[t] if old.get(t) == rules else rules for t, rules in by_tenant.items()}
         changed = {t for t in old.keys() | self.rules_by_tenant.keys()
                    if old.get(t) is not self.rules_by_tenant.get(t)}
+        self.rule_index = {t: self.rule_index[t] if t not in changed and t in self.rule_index else RuleIndex.of(rules)
+                           for t, rules in self.rules_by_tenant.items()}
         if changed and self.judged:
             self.judged = {k: v for k, v in self.judged.items() if k[0] not in changed}
 
@@ -203,25 +211,29 @@ class Evaluator:
                 await clear_alert(conn, r.tenant_id, r.fingerprint, reason="device is sending again", now=now,
                                   base_url=self.base_url)
         for tenant_id, snaps in by_tenant.items():
-            rules = self.rules_by_tenant.get(tenant_id, [])
+            index = self.rule_index.get(tenant_id)
+            if index is None:
+                continue
             for snap in snaps:
-                snap.marks = self._marks_of((snap.tenant_id, snap.device_id), len(rules))
-            for index, rule in enumerate(rules):
+                snap.readings = index.readings(snap.metrics_at, snap.metrics)
+                snap.todo = to_judge(self.judged.get((snap.tenant_id, snap.device_id)), index, snap.readings,
+                                     snap.in_maintenance, snap.open_fps)
+            for position, rule in enumerate(index.rules):
                 targets = (snaps if rule.unscoped else
                            [s for s in snaps if rule.applies_to(s.device_id, s.site_id, s.tags, s.groups)])
                 if targets:
-                    await self._apply_rule(conn, rule, index, targets, open_fps[tenant_id], now)
+                    await self._apply_rule(conn, rule, position, targets, open_fps[tenant_id], now)
+            for snap in snaps:
+                assert snap.readings is not None
+                self.judged[(snap.tenant_id, snap.device_id)] = Judged(
+                    index, snap.readings, snap.in_maintenance,
+                    left_open(snap.open_fps, snap.changes.items()) if snap.changes else snap.open_fps,
+                    frozenset(snap.again))
 
-    def _marks_of(self, key: DeviceKey, rules: int) -> array[int]:
-        marks = self.judged.get(key)
-        if marks is None or len(marks) != rules:
-            marks = self.judged[key] = array("q", bytes(8 * rules))
-        return marks
-
-    async def _apply_rule(self, conn: AsyncConnection, rule: Rule, index: int, targets: list[DeviceSnapshot],
+    async def _apply_rule(self, conn: AsyncConnection, rule: Rule, position: int, targets: list[DeviceSnapshot],
                           open_fps: set[str], now: datetime) -> None:
-        """Judge the chunk's devices under one rule (the tenant's `index`th): only those with something new for it
-        (see `judged`); window rules with one query for the whole chunk."""
+        """Judge the chunk's devices under one rule (at `position` in its tenant's): only those with something new
+        for it (see `judged`); window rules with one query for the whole chunk."""
         d = rule.definition
         if isinstance(d, GapDefinition):
             # Gaps open in check_gaps; here a device whose metric is back has its gap alert closed at once.
@@ -231,14 +243,15 @@ class Evaluator:
                 for change in await gap_changes(conn, rule, d.metric, now - _gap_span(rule, d), device_ids=gapped):
                     await self._settle_gap(conn, rule, d, change, now, in_maintenance=change.device_id in held)
             return
-        metrics = _inputs(d)
-        pending = self.pending_since
-        window = isinstance(d, RateDefinition | AnomalyDefinition)
-        if not window:  # the verdict follows from the readings alone: skip before judging
-            targets = [s for s in targets if not _unchanged(s, index, metrics, s.is_open(rule))
-                       or (pending and (rule.rule_id, s.device_id) in pending)]
-            if not targets:
-                return
+        judged = [s for s in targets if s.todo is None or position in s.todo]
+        rechecked: set[str] = set()  # window verdicts due again without a newer reading (a late sample may count)
+        if isinstance(d, RateDefinition | AnomalyDefinition):
+            rechecked = {s.device_id for s in targets if not (s.todo is None or position in s.todo)
+                         and self._window_due(rule, d, s, now)}
+            judged += [s for s in targets if s.device_id in rechecked]
+        targets = judged
+        if not targets:
+            return
         verdicts: dict[str, Verdict]
         if isinstance(d, RateDefinition | AnomalyDefinition):
             verdicts = await self._window_verdicts(conn, rule, d, targets, now)
@@ -248,13 +261,21 @@ class Evaluator:
             verdicts = {s.device_id: threshold_verdict(d, s.metrics) for s in targets}
         for snap in targets:
             is_open, verdict = snap.is_open(rule), verdicts[snap.device_id]
-            state = verdict.state if window else None  # a window verdict can change without a newer reading
-            if (window and _unchanged(snap, index, metrics, is_open, state)
-                    and not (pending and (rule.rule_id, snap.device_id) in pending)):
-                continue
-            left_open = await self._settle(conn, rule, snap, verdict, is_open, now)
-            assert snap.marks is not None
-            snap.marks[index] = 0 if left_open is None else _mark(snap, metrics, left_open, state)
+            if snap.device_id in rechecked and (verdict.state == "BREACH") == is_open and verdict.state != "CLEAR":
+                continue  # no newer reading: only an alert to open or to close is news
+            after = await self._settle(conn, rule, snap, verdict, is_open, now)
+            if after is None:
+                snap.again.add(position)
+            elif after != is_open:
+                snap.changes[rule.fingerprint(snap.device_id)] = after
+
+    def _window_due(self, rule: Rule, d: RateDefinition | AnomalyDefinition, snap: DeviceSnapshot,
+                    now: datetime) -> bool:
+        """Whether a reused RATE/ANOMALY verdict has outlived WINDOW_VERDICT_TTL (or was dropped)."""
+        if snap.metrics_at.get(d.metric) is None:
+            return False
+        cached = self.window_verdicts.get((rule.rule_id, snap.device_id))
+        return cached is None or now - cached.at >= WINDOW_VERDICT_TTL
 
     async def _window_verdicts(self, conn: AsyncConnection, rule: Rule, d: RateDefinition | AnomalyDefinition,
                                targets: list[DeviceSnapshot], now: datetime) -> dict[str, Verdict]:
@@ -404,33 +425,6 @@ class Evaluator:
             elif now - since >= timedelta(seconds=rule.for_seconds):
                 due.add((rule.tenant_id, device_id))
         return due
-
-
-def _inputs(d: ThresholdDefinition | MultiDefinition | RateDefinition | AnomalyDefinition) -> tuple[str, ...]:
-    """The metrics a rule's verdict is judged on."""
-    return tuple(c.metric for c in d.conditions) if isinstance(d, MultiDefinition) else (d.metric,)
-
-
-def _mark(snap: DeviceSnapshot, metrics: tuple[str, ...], is_open: bool, state: str | None) -> int:
-    """A hash of what a verdict was judged on (each metric's newest reading time and value, the maintenance window)
-    and the alert's state (open or not; for window rules the verdict too). 0 when it cannot be hashed: judged."""
-    at, values = snap.metrics_at, snap.metrics
-    try:
-        if len(metrics) == 1:
-            h = hash((at.get(metrics[0]), values.get(metrics[0]), snap.in_maintenance, is_open, state))
-        else:
-            h = hash((*[(at.get(m), values.get(m)) for m in metrics], snap.in_maintenance, is_open, state))
-    except TypeError:
-        return 0
-    return h or 1
-
-
-def _unchanged(snap: DeviceSnapshot, index: int, metrics: tuple[str, ...], is_open: bool,
-               state: str | None = None) -> bool:
-    """Whether the device was judged under rule `index` on exactly this and left its alert so."""
-    assert snap.marks is not None
-    mark = snap.marks[index]
-    return mark != 0 and mark == _mark(snap, metrics, is_open, state)
 
 
 def _gap_span(rule: Rule, d: GapDefinition) -> timedelta:
