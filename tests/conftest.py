@@ -115,6 +115,14 @@ async def make_tenant(engine: AsyncEngine, *, device_limit: int = 1000, prefix: 
     return TenantRef(tenant_id, str(sub))
 
 
+async def make_site(engine: AsyncEngine, tenant: TenantRef, site_id: str, name: str | None = None) -> str:
+    """A site of the tenant."""
+    async with system_tx(engine) as conn:
+        await conn.execute(text("INSERT INTO sites (tenant_id, site_id, name) VALUES (:t, :s, :n)"),
+                           {"t": tenant.tenant_id, "s": site_id, "n": name or site_id})
+    return site_id
+
+
 async def make_device(engine: AsyncEngine, tenant: TenantRef, device_id: str | None = None, **fields: object) -> str:
     """A registered ACTIVE device in the tenant's subscription."""
     device_id = device_id or f"dev-{secrets.token_hex(4)}"

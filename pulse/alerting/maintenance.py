@@ -25,7 +25,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pulse.alerting.scopes import SCOPE_ID, check_group_ids, check_strings, require_groups
+from pulse.alerting.scopes import SCOPE_ID, check_group_ids, check_strings, require_scope
 from pulse.checks import check_aware, check_name, check_range, is_whole_number, parse_clock, parse_uuid
 from pulse.errors import NotFound, ValidationError
 from pulse.sql import check_page, fetch_page
@@ -283,7 +283,7 @@ async def create_window(conn: AsyncConnection, tenant_id: str, *, name: str, rec
         "weekdays": weekdays or [], "start_time": start_time, "duration_minutes": duration_minutes,
         "timezone": timezone, "site_ids": site_ids or [], "group_ids": group_ids or [],
         "device_types": device_types or [], "device_ids": device_ids or [], "is_enabled": is_enabled})
-    await require_groups(conn, tenant_id, w["group_ids"])
+    await require_scope(conn, tenant_id, w)
     return str((await conn.execute(text(
         "INSERT INTO maintenance_windows (tenant_id, name, recurrence, starts_at, ends_at, weekdays, start_time, "
         "  duration_minutes, timezone, site_ids, group_ids, device_types, device_ids, is_enabled, created_at) "
@@ -310,7 +310,8 @@ async def update_window(conn: AsyncConnection, tenant_id: str, window_id: str, c
         if merged[key] is None:
             merged[key] = []
     w = _check_window(merged)
-    await require_groups(conn, tenant_id, w["group_ids"])
+    # Scope lists are checked when sent: a site deleted since does not block editing the window's other fields.
+    await require_scope(conn, tenant_id, w, tuple(k for k in ("site_ids", "group_ids", "device_ids") if k in changes))
     await conn.execute(text(
         f"UPDATE maintenance_windows SET {_VALUES} WHERE tenant_id = :t AND window_id = CAST(:w AS uuid)"),
         {**_params(w), "t": tenant_id, "w": stored.window_id})

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.alerting.rules import RULE_TYPES, SEVERITY_NAMES, parse_definition
-from pulse.alerting.scopes import SCOPE_ID, check_group_ids, check_strings, require_groups
+from pulse.alerting.scopes import SCOPE_ID, check_group_ids, check_strings, require_scope
 from pulse.alerting.worker import RULES_CHANNEL
 from pulse.checks import check_name, is_whole_number, parse_uuid
 from pulse.errors import NotFound, ValidationError
@@ -171,10 +171,11 @@ def _check_rule(rule: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _check_references(conn: AsyncConnection, tenant_id: str, rule: dict[str, Any]) -> None:
-    """Device groups and the escalation policy must be this tenant's. The policy row is key-share locked so
-    that it cannot be deleted between this check and the commit."""
-    await require_groups(conn, tenant_id, rule["group_ids"])
+async def _check_references(conn: AsyncConnection, tenant_id: str, rule: dict[str, Any],
+                            scope_fields: tuple[str, ...] = ("site_ids", "group_ids", "device_ids")) -> None:
+    """The scope's sites, device groups and devices (of `scope_fields`) and the escalation policy must be this
+    tenant's. The policy row is key-share locked so that it cannot be deleted between this check and the commit."""
+    await require_scope(conn, tenant_id, rule, scope_fields)
     if rule["escalation_policy_id"] is not None:
         exists = (await conn.execute(text(
             "SELECT 1 FROM escalation_policies WHERE tenant_id = :t AND policy_id = CAST(:p AS uuid) FOR KEY SHARE"),
@@ -242,7 +243,9 @@ async def update_rule(conn: AsyncConnection, tenant_id: str, rule_id: str, chang
     stored = {k: (list(v or []) if k in ("site_ids", "group_ids", "tags", "device_ids") else v)
               for k, v in row._mapping.items()}
     rule = _check_rule({**stored, **changes})
-    await _check_references(conn, tenant_id, rule)
+    # Scope lists are checked when sent: a site deleted since does not block editing the rule's other fields.
+    await _check_references(conn, tenant_id, rule, tuple(k for k in ("site_ids", "group_ids", "device_ids")
+                                                         if k in changes))
     await conn.execute(text(
         "UPDATE alert_rules SET name = :name, description = :description, rule_type = :rule_type, "
         "  severity = :severity, definition = CAST(:definition AS jsonb), for_seconds = :for_seconds, "

@@ -1,6 +1,9 @@
-"""Scopes of alert rules and maintenance windows: lists of sites, device groups, device types, devices and tags.
+"""Scopes of alert rules, maintenance windows and routing rules: lists of sites, device groups, device types,
+devices and tags.
 
-An empty list means any; the lists are checked alike wherever they appear, duplicates dropped and order kept.
+An empty list means any; the lists are checked alike wherever they appear, duplicates dropped and order kept. Sites,
+device groups and devices named in a scope must exist in the tenant when the scope is written (require_scope): a
+mistyped id would otherwise make a rule that never fires or a window that never holds anything.
 """
 
 from __future__ import annotations
@@ -62,3 +65,28 @@ async def require_groups(conn: AsyncConnection, tenant_id: str, group_ids: list[
     for i, group_id in enumerate(group_ids):
         if group_id not in found:
             raise ValidationError(f"no device group {group_id} in this tenant", field=f"{field}[{i}]")
+
+
+_EXISTING = {
+    "site_ids": ("site", "SELECT site_id FROM sites WHERE tenant_id = :t AND site_id = ANY(CAST(:ids AS text[]))"),
+    "device_ids": ("device", "SELECT device_id FROM devices WHERE tenant_id = :t "
+                             "AND device_id = ANY(CAST(:ids AS text[]))"),
+}
+
+
+async def require_scope(conn: AsyncConnection, tenant_id: str, scope: dict[str, Any],
+                        fields: tuple[str, ...] = ("site_ids", "group_ids", "device_ids")) -> None:
+    """Every site, device group and device the scope names (of `fields`) must be the tenant's; the error names the
+    first that is not (`site_ids[2]`)."""
+    for field in fields:
+        ids = scope.get(field) or []
+        if not ids:
+            continue
+        if field == "group_ids":
+            await require_groups(conn, tenant_id, ids, field)
+            continue
+        noun, sql = _EXISTING[field]
+        found = set((await conn.execute(text(sql), {"t": tenant_id, "ids": ids})).scalars().all())
+        for i, value in enumerate(ids):
+            if value not in found:
+                raise ValidationError(f"no {noun} {value} in this tenant", field=f"{field}[{i}]")

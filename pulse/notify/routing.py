@@ -10,6 +10,7 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pulse.alerting.scopes import check_group_ids, require_scope
 from pulse.checks import parse_uuid
 from pulse.errors import NotFound, ValidationError
 from pulse.notify.schemas import AlertEventMessage
@@ -163,6 +164,8 @@ async def create_route(conn: AsyncConnection, tenant_id: str, *, name: str, chan
     kinds = event_kinds if event_kinds is not None else ["OPENED", "ACKNOWLEDGED", "ESCALATED", "CLOSED"]
     _check_route(name=name, min_severity=min_severity, event_kinds=kinds, repeat_interval_s=repeat_interval_s,
                  group_ids=group_ids or [], position=position)
+    await require_scope(conn, tenant_id, {"site_ids": site_ids, "group_ids": check_group_ids(group_ids or [])},
+                        ("site_ids", "group_ids"))
     await _require_channel(conn, tenant_id, channel_id)
     return str((await conn.execute(text(
         "INSERT INTO notification_routing_rules (tenant_id, name, position, channel_id, min_severity, alert_types, "
@@ -195,6 +198,9 @@ async def update_route(conn: AsyncConnection, tenant_id: str, route_id: str, cha
     _check_route(name=merged["name"], min_severity=merged["min_severity"], event_kinds=merged["event_kinds"],
                  repeat_interval_s=merged["repeat_interval_s"], group_ids=merged["group_ids"],
                  position=merged["position"])
+    await require_scope(conn, tenant_id, {"site_ids": changes.get("site_ids"),
+                                          "group_ids": check_group_ids(changes.get("group_ids") or [])},
+                        tuple(k for k in ("site_ids", "group_ids") if k in changes))
     if "channel_id" in changes:
         await _require_channel(conn, tenant_id, changes["channel_id"])
     casts = {"channel_id": "CAST(:channel_id AS uuid)", "group_ids": "CAST(:group_ids AS uuid[])"}

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pulse.db import system_tx
 from pulse.settings import Settings
 from pulse.web import audit
-from tests.conftest import TenantRef, make_device, make_tenant
+from tests.conftest import TenantRef, make_device, make_site, make_tenant
 from tests.notify.test_delivery import Receiver
 from tests.web.conftest import bearer, insert_alert, token_for
 
@@ -173,6 +173,18 @@ async def test_an_offset_beyond_any_page_names_the_parameter(client: AsyncTestCl
 
 # --- maintenance windows ----------------------------------------------------------------------------------------
 
+async def test_a_window_scoped_to_an_unknown_site_or_device_is_refused(
+        client: AsyncTestClient[Litestar], engine: AsyncEngine, settings: Settings) -> None:
+    tenant = await make_tenant(engine)
+    admin = await _headers(engine, settings, tenant)
+    device = await make_device(engine, tenant)
+    for scope, field in [({"site_ids": ["nowhere"]}, "site_ids[0]"), ({"device_ids": [device, "ghost"]}, "device_ids[1]")]:
+        refused = await client.post(WINDOWS, headers=admin, json=_once(**scope))
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["details"]["field"] == field
+    assert (await client.post(WINDOWS, headers=admin, json=_once(device_ids=[device]))).status_code == 201
+
+
 async def test_maintenance_window_lifecycle_and_roles(client: AsyncTestClient[Litestar], engine: AsyncEngine,
                                                       settings: Settings) -> None:
     tenant, other = await make_tenant(engine), await make_tenant(engine)
@@ -181,6 +193,7 @@ async def test_maintenance_window_lifecycle_and_roles(client: AsyncTestClient[Li
     stranger = await _headers(engine, settings, other)
 
     assert (await client.post(WINDOWS, headers=member, json=_once())).status_code == 403
+    await make_site(engine, tenant, "s-1")
     created = await client.post(WINDOWS, headers=admin, json=_once(device_types=["freezer"], site_ids=["s-1"]))
     assert created.status_code == 201, created.text
     window = created.json()

@@ -20,7 +20,7 @@ from pulse.notify.channels.webhook import verify_signature
 from pulse.notify.service import MASK, RetryPolicy
 from pulse.notify.worker import Deliverer
 from pulse.settings import Settings
-from tests.conftest import TenantRef, make_device, make_tenant
+from tests.conftest import TenantRef, make_device, make_site, make_tenant
 from tests.notify.test_delivery import Receiver
 from tests.web.conftest import bearer, token_for
 
@@ -215,6 +215,24 @@ async def _deliver_all(engine: AsyncEngine, settings: Settings) -> None:
                 await asyncio.sleep(0.05)
     finally:
         await d.aclose()
+
+
+async def test_a_routing_rule_for_an_unknown_site_or_group_is_refused(
+        client: AsyncTestClient[Litestar], engine: AsyncEngine, settings: Settings, receiver: Receiver) -> None:
+    tenant = await make_tenant(engine)
+    admin = await _admin(engine, settings, tenant)
+    channel = (await _webhook(client, admin, receiver.url))["channel_id"]
+    await make_site(engine, tenant, "depot")
+    for scope, field in [({"site_ids": ["depot", "elsewhere"]}, "site_ids[1]"),
+                         ({"group_ids": ["00000000-0000-4000-8000-000000000000"]}, "group_ids[0]")]:
+        refused = await client.post(ROUTES, headers=admin, json={"name": "night", "channel_id": channel, **scope})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["details"]["field"] == field
+    route = await client.post(ROUTES, headers=admin, json={"name": "night", "channel_id": channel,
+                                                           "site_ids": ["depot"]})
+    assert route.status_code == 201, route.text
+    moved = await client.patch(f"{ROUTES}/{route.json()['route_id']}", headers=admin, json={"site_ids": ["moon"]})
+    assert moved.status_code == 400 and moved.json()["error"]["details"]["field"] == "site_ids[0]"
 
 
 async def _tenant_with_jobs(client: AsyncTestClient[Litestar], engine: AsyncEngine, settings: Settings,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from pulse.alerting.rules import GapDefinition
 from pulse.alerting.worker import RULES_CHANNEL, Wakeups
 from pulse.db import system_tx
 from pulse.settings import Settings
-from tests.conftest import TenantRef, make_device, make_tenant
+from tests.conftest import TenantRef, make_device, make_site, make_tenant
 from tests.web.conftest import bearer, insert_alert, token_for
 
 RULES = "/customer/alert-rules"
@@ -103,11 +104,36 @@ async def _next_change(queue: asyncio.Queue[dict[str, Any]], tenant: TenantRef) 
 
 # --- creating and reading -----------------------------------------------------------------------------------------
 
+async def test_a_scope_naming_a_site_device_or_group_the_tenant_lacks_is_refused(
+        client: AsyncTestClient[Litestar], engine: AsyncEngine, settings: Settings) -> None:
+    tenant, other = await make_tenant(engine), await make_tenant(engine)
+    admin = await _headers(engine, settings, tenant)
+    await make_site(engine, tenant, "plant-1")
+    await make_site(engine, other, "plant-2")  # another tenant's site: unknown here
+    device = await make_device(engine, tenant)
+    foreign = await make_device(engine, other)
+    for scope, field in [({"site_ids": ["plant-1", "plant-2"]}, "site_ids[1]"),
+                         ({"device_ids": [foreign]}, "device_ids[0]"),
+                         ({"device_ids": [device, "no-such-device"]}, "device_ids[1]"),
+                         ({"group_ids": [str(uuid.uuid4())]}, "group_ids[0]")]:
+        refused = await client.post(RULES, headers=admin, json=_body(**scope))
+        assert refused.status_code == 400 and _field(refused) == field, (scope, refused.text)
+        assert "in this tenant" in refused.json()["error"]["message"]
+    rule = await _create(client, admin, site_ids=["plant-1"], device_ids=[device])
+    async with system_tx(engine) as conn:  # the site goes away later: the rule's other fields can still be edited
+        await conn.execute(text("DELETE FROM sites WHERE tenant_id = :t"), {"t": tenant.tenant_id})
+    renamed = await client.patch(f"{RULES}/{rule['rule_id']}", headers=admin, json={"name": "renamed"})
+    assert renamed.status_code == 200, renamed.text
+    rescoped = await client.patch(f"{RULES}/{rule['rule_id']}", headers=admin, json={"site_ids": ["plant-1"]})
+    assert rescoped.status_code == 400 and _field(rescoped) == "site_ids[0]"
+
+
 @pytest.mark.parametrize("rule_type", list(DEFINITIONS))
 async def test_each_rule_type_is_created_and_read_back(client: AsyncTestClient[Litestar], engine: AsyncEngine,
                                                        settings: Settings, rule_type: str) -> None:
     tenant = await make_tenant(engine)
     admin = await _headers(engine, settings, tenant)
+    await make_site(engine, tenant, "site-1")
     created = await _create(client, admin, rule_type=rule_type, severity=5, for_seconds=60,
                             description="kept cold", tags=["cold-chain"], site_ids=["site-1"])
     assert created["rule_type"] == rule_type
