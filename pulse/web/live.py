@@ -7,10 +7,13 @@ change) and fans each notification out to the sockets that follow it:
 - telemetry: the devices named by a batch that some socket follows are read in one query (their latest metrics
   from device_state), and each frame is encoded once and queued on every following socket;
 - alerts and device states: the notification carries everything, no query;
-- fleet counts: tenants touched by a change are counted at most once per `fleet_interval_s`, in one query.
+- fleet counts: tenants touched by a change are counted at most once per `fleet_interval_s`, in one query;
+- the operators' `noc` topic: every tenant's alert events and device status transitions, as they arrive, for the
+  NOC's live event feed. Only a socket opened with an operator ticket (POST /operator/live/ticket, audited) may
+  follow it, and such a socket may follow nothing else.
 
-Every registry key carries the tenant, and a socket's tenant comes from its ticket, so a socket only ever sees
-its own tenant's events. Tickets live in this process's memory (docs/api-live.md: sticky sessions).
+Every tenant registry key carries the tenant, and a socket's tenant comes from its ticket, so a tenant's socket
+only ever sees its own tenant's events. Tickets live in this process's memory (docs/api-live.md: sticky sessions).
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ FLEET_REFRESH_S = 30.0
 LISTEN_CHECK_S = 15.0
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 30.0
-TOPICS = ("device", "alerts", "fleet")
+TOPICS = ("device", "alerts", "fleet", "noc")
+OPERATOR_TOPIC = "noc"
+OPERATOR_ROLES = ("operator", "operator-admin")
 _MESSAGE_FIELDS = frozenset({"op", "topic", "device_id"})
 
 SOCKETS = prometheus_client.Gauge("pulse_live_sockets", "Open live-update WebSockets")
@@ -88,7 +93,7 @@ _FLEET_ALERTS = text(
 FLEET_COUNTS = ("devices", "online", "stale", "offline", "unknown", "open_alerts", "acknowledged_alerts")
 
 DeviceKey = tuple[str, str]
-Topic = tuple[str, str]  # ("device", device_id), ("alerts", ""), ("fleet", "")
+Topic = tuple[str, str]  # ("device", device_id), ("alerts", ""), ("fleet", ""), ("noc", "")
 
 
 def frame(message: dict[str, Any]) -> str:
@@ -159,10 +164,11 @@ class LiveSocket:
     """
 
     def __init__(self, principal: Principal, *, queue_limit: int = QUEUE_LIMIT) -> None:
-        if not principal.tenant_id:
-            raise ValueError("a live socket needs a tenant principal")
+        self.operator = not principal.tenant_id and principal.has_any_role(OPERATOR_ROLES)
+        if not principal.tenant_id and not self.operator:
+            raise ValueError("a live socket needs a tenant principal or an operator's")
         self.principal = principal
-        self.tenant_id: str = principal.tenant_id
+        self.tenant_id: str = principal.tenant_id or ""  # "" for an operator's socket: it follows no tenant topic
         self.topics: set[Topic] = set()
         self.dropped = 0
         self.closed = False
@@ -228,14 +234,17 @@ class _Registry:
     devices: dict[DeviceKey, set[LiveSocket]] = field(default_factory=dict)
     alerts: dict[str, set[LiveSocket]] = field(default_factory=dict)
     fleet: dict[str, set[LiveSocket]] = field(default_factory=dict)
+    noc: dict[str, set[LiveSocket]] = field(default_factory=dict)  # one key, "": operators' sockets
 
     def followers(self, topic: Topic) -> dict[Any, set[LiveSocket]]:
         if topic[0] == "device":
             return self.devices
-        return self.alerts if topic[0] == "alerts" else self.fleet
+        return {"alerts": self.alerts, "fleet": self.fleet, OPERATOR_TOPIC: self.noc}[topic[0]]
 
     @staticmethod
     def key(topic: Topic, tenant_id: str) -> Any:
+        if topic[0] == OPERATOR_TOPIC:
+            return ""
         return (tenant_id, topic[1]) if topic[0] == "device" else tenant_id
 
 
@@ -375,6 +384,9 @@ class LiveHub:
         if op not in ("subscribe", "unsubscribe"):
             raise LiveError("invalid_field", "op must be subscribe, unsubscribe or ping", "op")
         topic = self._topic(message)
+        if sock.operator != (topic[0] == OPERATOR_TOPIC):
+            raise LiveError("forbidden", "an operator's socket follows the noc topic only" if sock.operator
+                            else "the noc topic is for operators (POST /operator/live/ticket)", "topic")
         if op == "unsubscribe":
             self._unfollow(sock, topic)
             sock.push(frame({"type": "unsubscribed", **_topic_fields(topic)}))
@@ -391,7 +403,7 @@ class LiveHub:
     def _topic(message: dict[str, Any]) -> Topic:
         topic = message.get("topic")
         if topic not in TOPICS:
-            raise LiveError("invalid_field", "topic must be device, alerts or fleet", "topic")
+            raise LiveError("invalid_field", "topic must be device, alerts, fleet or noc", "topic")
         device_id = message.get("device_id")
         if topic != "device":
             if device_id is not None:
@@ -469,21 +481,31 @@ class LiveHub:
         if not isinstance(tenant_id, str):
             return
         self._mark_fleet(tenant_id)
+        body = {"type": "alert", "alert_id": event.get("alert_id"), "event_kind": event.get("event_kind"),
+                "severity": event.get("severity"), "status": event.get("status"), "title": event.get("title"),
+                "device_id": event.get("device_id")}
         followers = self._reg.alerts.get(tenant_id)
-        if not followers:
-            return
-        data = frame({"type": "alert", "alert_id": event.get("alert_id"), "event_kind": event.get("event_kind"),
-                      "severity": event.get("severity"), "status": event.get("status"),
-                      "title": event.get("title"), "device_id": event.get("device_id")})
-        for sock in followers:
-            sock.push(data)
+        if followers:
+            data = frame(body)
+            for sock in followers:
+                sock.push(data)
+        operators = self._reg.noc.get("")
+        if operators:
+            data = frame({**body, "tenant_id": tenant_id})
+            for sock in operators:
+                sock.push(data)
 
     def _dispatch_states(self, event: dict[str, Any]) -> None:
         changed_at = event.get("changed_at")
         devices = event.get("devices")
-        for item in devices if isinstance(devices, list) else []:
-            if not (isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item)):
-                continue
+        valid = [item for item in (devices if isinstance(devices, list) else [])
+                 if isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item)]
+        operators = self._reg.noc.get("")
+        if operators and valid:  # one frame per notification, whatever the number of devices in it
+            data = frame({"type": "device_states", "changed_at": changed_at, "devices": valid})
+            for sock in operators:
+                sock.push(data)
+        for item in valid:
             tenant_id, device_id, status = item
             self._mark_fleet(tenant_id)
             key = (tenant_id, device_id)

@@ -248,6 +248,13 @@ try {
   result.noc_widgets = widgets.length;
   await shot(page, "noc");
 
+  step("operator: the NOC's event feed is live over the WebSocket");
+  const feed = page.locator('[data-widget="feed"]');
+  await feed.getByRole("heading", { name: "Live events · live" }).waitFor({ timeout: TIMEOUT });
+  await publish(credentials, { temp_c: 20.0 }, 4); // below the clear value: the evaluator closes the alert
+  await feed.getByText(`${result.alert_title} closed`).first().waitFor({ timeout: 45_000 });
+  result.noc_live_feed = true;
+
   step("TV mode toggles with F");
   await page.locator("body").click({ position: { x: 5, y: 5 } });
   await page.keyboard.press("f");

@@ -152,14 +152,20 @@ async def test_customer_and_operator_journeys_in_chromium(engine: AsyncEngine, d
     print(f"fleet overview first-contentful-paint, median of 5 loads: {result['paint']['fcp_median_ms']:.0f} ms; "
           f"KPIs shown: {result['paint']['kpis_median_ms']:.0f} ms")
     assert result["chart_points"]["after"] > result["chart_points"]["before"]
-    assert result["timeline_shifts"] >= 1 and result["noc_widgets"] == 11
+    assert result["timeline_shifts"] >= 1 and result["noc_widgets"] == 11 and result["noc_live_feed"] is True
     assert len(result["screenshots"]) >= 10 and all(Path(p).is_file() for p in result["screenshots"])
 
-    # What the browser did is stored: the device it registered, the rule it made, the alert it acknowledged.
+    # What the browser did is stored: the device it registered, the rule it made, the alert it acknowledged (and
+    # that closed once the device reported a normal value, which the NOC's live feed showed).
     async with system_tx(engine) as conn:
         status = (await conn.execute(text(
             "SELECT a.status FROM alerts a JOIN alert_rules r ON r.rule_id = a.rule_id "
             "WHERE a.tenant_id = :t AND a.device_id = :d AND r.name = 'E2E fridge too warm'"),
             {"t": tenant.tenant_id, "d": device_id})).scalars().all()
-    assert status == ["ACKNOWLEDGED"]
+        kinds = (await conn.execute(text(
+            "SELECT e.kind FROM alert_events e JOIN alerts a USING (tenant_id, alert_id) "
+            "WHERE a.tenant_id = :t AND a.device_id = :d ORDER BY e.event_id"),
+            {"t": tenant.tenant_id, "d": device_id})).scalars().all()
+    assert status == ["CLOSED"]
+    assert [k for k in kinds if k != "UPDATED"] == ["OPENED", "ACKNOWLEDGED", "CLOSED"]
     assert codes == {"web": 0, "ingest": 0, "evaluate": 0, "schedule": 0}, logs

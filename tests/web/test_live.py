@@ -14,6 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from litestar import Litestar
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -240,6 +241,63 @@ async def test_alert_events_are_pushed(server: LiveServer, engine: AsyncEngine, 
 
     assert alert == {"type": "alert", "alert_id": change.alert_id, "event_kind": "OPENED", "severity": 4,
                      "status": "OPEN", "title": "Temperature high", "device_id": dev.device_id}
+
+
+async def open_operator_socket(server: LiveServer, engine: AsyncEngine, settings: Settings,
+                               roles: list[str] | None = None) -> ClientConnection:
+    token = await token_for(engine, settings, tenant_id=None, roles=roles or ["operator"])
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+        r = await client.post(f"{server.base}/operator/live/ticket", headers=bearer(token))
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    return await connect(f"{server.ws}?ticket={r.json()['ticket']}")
+
+
+async def test_operators_follow_every_tenants_alerts_and_device_states_on_the_noc_topic(
+        server: LiveServer, engine: AsyncEngine, settings: Settings) -> None:
+    first, second = await make_tenant(engine), await make_tenant(engine)
+    devices = [await device(engine, t) for t in (first, second)]
+    async with await open_operator_socket(server, engine, settings) as ws:
+        await subscribe(ws, "noc")
+        for dev in devices:
+            async with system_tx(engine) as conn:
+                await raise_alert(conn, AlertSignal(
+                    tenant_id=dev.tenant.tenant_id, fingerprint=f"T:{dev.device_id}", alert_type="THRESHOLD",
+                    severity=5, title=f"Pressure high on {dev.device_id}", summary="psi above 90",
+                    device_id=dev.device_id, metric="psi", value=95), now=datetime.now(UTC))
+        seen = [await until(ws, "alert") for _ in devices]
+        await send_telemetry(server, devices[0], {"psi": 40})  # its first message: UNKNOWN -> ONLINE
+        await Evaluator(engine).evaluate_devices([(first.tenant_id, devices[0].device_id)], datetime.now(UTC))
+        states = await until(ws, "device_states")
+
+    assert [(a["tenant_id"], a["device_id"], a["event_kind"], a["severity"]) for a in seen] == [
+        (d.tenant.tenant_id, d.device_id, "OPENED", 5) for d in devices]
+    assert [first.tenant_id, devices[0].device_id, "ONLINE"] in states["devices"]
+
+
+async def test_the_noc_topic_is_for_operators_and_operators_follow_nothing_else(
+        server: LiveServer, engine: AsyncEngine, settings: Settings) -> None:
+    tenant = await make_tenant(engine)
+    dev = await device(engine, tenant)
+    customer = await token_for(engine, settings, tenant_id=tenant.tenant_id, roles=["tenant-admin"])
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+        refused = await client.post(f"{server.base}/operator/live/ticket", headers=bearer(customer))
+    assert refused.status_code == 403
+    async with await open_socket(server, engine, settings, tenant.tenant_id, roles=["tenant-admin"]) as ws:
+        await send(ws, {"op": "subscribe", "topic": "noc"})
+        error = await recv(ws)
+    assert (error["type"], error["code"], error["field"]) == ("error", "forbidden", "topic")
+    async with await open_operator_socket(server, engine, settings, roles=["operator-admin"]) as ws:
+        for message in ({"op": "subscribe", "topic": "alerts"}, {"op": "subscribe", "topic": "fleet"},
+                        {"op": "subscribe", "topic": "device", "device_id": dev.device_id}):
+            await send(ws, message)
+            error = await recv(ws)
+            assert (error["type"], error["code"]) == ("error", "forbidden"), error
+    async with system_tx(engine) as conn:  # the ticket request is an operator request: audited
+        audited = (await conn.execute(text(
+            "SELECT count(*) FROM operator_audit_log WHERE action = 'POST /operator/live/ticket' "
+            "AND 'operator-admin' = ANY(actor_roles)"))).scalar_one()
+    assert audited == 1
 
 
 async def test_fleet_counts_follow_changes(server: LiveServer, engine: AsyncEngine, settings: Settings) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -18,7 +19,7 @@ from litestar.exceptions import WebSocketDisconnect
 from pulse.web.auth import require_roles
 from pulse.web.deps import PrincipalDep, require_tenant
 from pulse.web.errors import Unavailable, error_specs
-from pulse.web.live import LiveHub, LiveSocket
+from pulse.web.live import OPERATOR_ROLES, LiveHub, LiveSocket
 from pulse.web.routes.common import BEARER, MEMBER_ROLES
 from pulse.web.routes.identity import NO_STORE
 
@@ -50,6 +51,19 @@ async def create_live_ticket(request: Request[Any, Any, Any], principal: Princip
     return Response(LiveTicket(ticket=hub.tickets.issue(principal), expires_in=hub.tickets.ttl_s), headers=NO_STORE)
 
 
+@post("/live/ticket", status_code=200, summary="Get a one-time ticket for the operators' live event stream",
+      responses=error_specs(401, 403, 503))
+async def create_operator_live_ticket(request: Request[Any, Any, Any], principal: PrincipalDep
+                                      ) -> Response[LiveTicket]:
+    """Open `WS /api/v2/ws?ticket=...` with it and subscribe to the `noc` topic: every tenant's alert events and
+    device status transitions (docs/api-live.md). Mounted under /operator (operators only, audited)."""
+    hub = hub_of(request)
+    if hub is None:
+        raise Unavailable("live updates are not started")
+    ticket = hub.tickets.issue(replace(principal, tenant_id=None))  # an operator's socket, whatever the token says
+    return Response(LiveTicket(ticket=ticket, expires_in=hub.tickets.ttl_s), headers=NO_STORE)
+
+
 @websocket("/ws")
 async def live_updates(socket: WebSocket[Any, Any, Any]) -> None:
     """Live updates; a missing, used or expired ticket closes the socket at once with code 4401."""
@@ -60,7 +74,7 @@ async def live_updates(socket: WebSocket[Any, Any, Any]) -> None:
         return
     principal = hub.tickets.redeem(socket.query_params.get("ticket") or "")
     await socket.accept()
-    if principal is None or not principal.tenant_id:
+    if principal is None or not (principal.tenant_id or principal.has_any_role(OPERATOR_ROLES)):
         await socket.close(CLOSE_BAD_TICKET, "ticket missing, already used or expired")
         return
     sock = hub.connect(principal)

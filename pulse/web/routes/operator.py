@@ -22,6 +22,7 @@ from pulse.web.auth import require_roles
 from pulse.web.errors import error_specs
 from pulse.web.routes import operator_system, operator_tenants
 from pulse.web.routes.common import BEARER
+from pulse.web.routes.live import create_operator_live_ticket
 from pulse.web.routes.operator_audit import (
     OPERATOR_DEPENDENCIES,
     OPERATOR_ROLES,
@@ -80,6 +81,7 @@ async def quarantine_counters(operator_conn: OperatorConnDep,
 
 
 router = Router(path="/operator", route_handlers=[
-    quarantine_events, quarantine_counters, *operator_tenants.ROUTES, *operator_system.ROUTES,
+    quarantine_events, quarantine_counters, create_operator_live_ticket, *operator_tenants.ROUTES,
+    *operator_system.ROUTES,
 ], guards=[require_roles(*OPERATOR_ROLES)], security=BEARER, tags=["operator"], dependencies=OPERATOR_DEPENDENCIES,
     middleware=[operator_audit_middleware])

@@ -1,25 +1,26 @@
-// One live connection per signed-in tenant user, shared by every page that follows something.
+// One live connection per signed-in user, shared by every page that follows something: a tenant user's follows
+// devices, alerts and fleet counts; an operator's (no tenant) follows the noc topic.
 import * as React from "react";
 import { useAuth } from "@/lib/auth";
-import { type LiveFrame, LiveClient, type LiveStatus, type LiveTopic } from "@/lib/live";
+import { type LiveFrame, LiveClient, type LiveStatus, type LiveTopic, operatorTicket } from "@/lib/live";
 
 const LiveContext = React.createContext<LiveClient | null>(null);
 
 export function LiveProvider({ children, client }: { children: React.ReactNode; client?: LiveClient }) {
-  const { isTenantUser, session } = useAuth();
+  const { isTenantUser, isOperator, session } = useAuth();
   const [live, setLive] = React.useState<LiveClient | null>(client ?? null);
   const tenant = session?.claims.tenant_id;
   React.useEffect(() => {
     if (client) return;
-    if (!isTenantUser) {
+    if (!isTenantUser && !isOperator) {
       setLive(null);
       return;
     }
-    const c = new LiveClient();
+    const c = isTenantUser ? new LiveClient() : new LiveClient({ ticket: operatorTicket });
     c.start();
     setLive(c);
     return () => c.stop();
-  }, [client, isTenantUser, tenant]);
+  }, [client, isTenantUser, isOperator, tenant]);
   return <LiveContext.Provider value={live}>{children}</LiveContext.Provider>;
 }
 

@@ -65,4 +65,28 @@ describe("live client", () => {
     expect(second.sent).toEqual([{ op: "subscribe", topic: "device", device_id: "fan-1" }]);
     client.stop();
   });
+
+  test("an operator's socket routes every tenant's alert events and device transitions to the noc topic", async () => {
+    FakeSocket.all = [];
+    const client = new LiveClient({
+      ticket: async () => "op",
+      socket: (url) => new FakeSocket(url) as unknown as WebSocket,
+      url: (t) => `ws://test/api/v2/ws?ticket=${t}`,
+    });
+    const noc: LiveFrame[] = [];
+    const alerts: LiveFrame[] = [];
+    client.subscribe("noc", undefined, (f) => noc.push(f));
+    client.subscribe("alerts", undefined, (f) => alerts.push(f));
+    client.start();
+    await flush();
+    const ws = FakeSocket.all[0];
+    ws.open();
+    expect(ws.sent[0]).toEqual({ op: "subscribe", topic: "noc" });
+    ws.push({ type: "alert", alert_id: "a1", event_kind: "OPENED", severity: 5, status: "OPEN", title: "hot", device_id: "d1", tenant_id: "acme" });
+    ws.push({ type: "device_states", changed_at: "2026-01-01T00:00:00Z", devices: [["acme", "d1", "OFFLINE"]] });
+    ws.push({ type: "alert", alert_id: "a2", event_kind: "OPENED", severity: 3, status: "OPEN", title: "cold", device_id: "d2" });
+    expect(noc.map((f) => f.type)).toEqual(["alert", "device_states"]);
+    expect(alerts).toHaveLength(1); // a tenant socket's alert frame (no tenant_id) stays on the alerts topic
+    client.stop();
+  });
 });

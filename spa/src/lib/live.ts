@@ -1,7 +1,7 @@
 // Live updates over WS /api/v2/ws: one-time ticket, subscriptions kept across reconnects (docs/api-live.md).
 import { api } from "@/lib/api";
 
-export type LiveTopic = "device" | "alerts" | "fleet";
+export type LiveTopic = "device" | "alerts" | "fleet" | "noc";
 
 export type LiveFrame =
   | { type: "telemetry"; device_id: string; metrics: Record<string, unknown>; time: string }
@@ -14,7 +14,10 @@ export type LiveFrame =
       status: string;
       title: string;
       device_id: string | null;
+      /** Present on the operators' noc topic only. */
+      tenant_id?: string;
     }
+  | { type: "device_states"; changed_at: string | null; devices: [string, string, string][] }
   | {
       type: "fleet";
       counts: {
@@ -41,7 +44,7 @@ interface Subscription {
 }
 
 export interface LiveOptions {
-  /** Asks for a ticket (POST /api/v2/ws/ticket). */
+  /** Asks for a ticket (default POST /api/v2/ws/ticket; operators use operatorTicket). */
   ticket?: () => Promise<string>;
   /** Opens a socket (tests pass a fake). */
   socket?: (url: string) => WebSocket;
@@ -58,7 +61,9 @@ function frameKey(frame: LiveFrame): string | null {
     case "device_state":
       return `device:${frame.device_id}`;
     case "alert":
-      return "alerts";
+      return frame.tenant_id === undefined ? "alerts" : "noc";
+    case "device_states":
+      return "noc";
     case "fleet":
       return "fleet";
     default:
@@ -189,4 +194,9 @@ export class LiveClient {
       void this.connect();
     }, delay);
   }
+}
+
+/** An operator's ticket (POST /operator/live/ticket): the socket may follow the noc topic only. */
+export async function operatorTicket(): Promise<string> {
+  return (await api<{ ticket: string }>("/operator/live/ticket", { method: "POST" })).ticket;
 }

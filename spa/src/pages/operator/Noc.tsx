@@ -6,7 +6,9 @@ import { Chart, type EChartOption } from "@/components/charts";
 import { useChrome } from "@/components/layout/chrome";
 import { Button } from "@/components/ui/button";
 import { api } from "@/lib/api";
+import { useAuth } from "@/lib/auth";
 import { formatNumber } from "@/lib/format";
+import { useLive, useLiveStatus } from "@/lib/live-react";
 import { optionalApi } from "@/lib/optional";
 import type { Capacity, MetricHistory, OperatorAlert, Page, ServiceHealth, SystemHealth } from "@/lib/types";
 import { cn } from "@/lib/utils";
@@ -16,6 +18,7 @@ import {
   deliveryQueue,
   diffFeed,
   type FeedItem,
+  liveFeedItems,
   heatmap,
   MAX_SAMPLES,
   msgPerSec,
@@ -174,7 +177,25 @@ export default function Noc() {
     });
   }, [health.dataUpdatedAt, counts.dataUpdatedAt]);
 
-  // Live feed: what changed since the previous poll; seeded with the newest alerts.
+  // Live feed over the WebSocket (the noc topic): every tenant's alert events and device transitions as they
+  // happen. The alert list and counts are refetched at most every 2 s after an alert event.
+  const { isOperator, isTenantUser } = useAuth();
+  const liveStatus = useLiveStatus();
+  const liveOn = liveStatus === "open" && isOperator && !isTenantUser;
+  const refetchedAt = React.useRef(0);
+  useLive(isOperator && !isTenantUser ? "noc" : null, undefined, (frame) => {
+    const now = Date.now();
+    const fresh = liveFeedItems(frame, now);
+    if (fresh.length) setFeed((old) => [...fresh, ...old].slice(0, 60));
+    if ((frame.type === "alert" || frame.type === "lagged") && now - refetchedAt.current > 2000) {
+      refetchedAt.current = now;
+      void recent.refetch();
+      void counts.refetch();
+    }
+  });
+
+  // Polled feed: what changed since the previous poll (alerts only while the live feed is down; process health
+  // always); seeded with the newest alerts.
   React.useEffect(() => {
     if (!recent.data) return;
     const now = Date.now();
@@ -189,7 +210,7 @@ export default function Noc() {
         })),
       );
     } else {
-      const fresh = diffFeed(prevAlerts.current, items, prevProcs.current, health.data, now);
+      const fresh = diffFeed(liveOn ? null : prevAlerts.current, items, prevProcs.current, health.data, now);
       if (fresh.length) setFeed((old) => [...fresh, ...old].slice(0, 60));
     }
     prevAlerts.current = new Map(items.map((a) => [a.alert_id, a.status]));
@@ -335,7 +356,7 @@ export default function Noc() {
         <Panel title="Alerts by day and hour (7 days)" widget="heatmap" hasData={!!recent.data}>
           <Chart dark option={heatOption} label="Heatmap of alerts opened by day and hour" className="h-64 w-full" />
         </Panel>
-        <Panel title="Live events" widget="feed" hasData={feed.length > 0}>
+        <Panel title={liveOn ? "Live events · live" : "Live events · every 5 s"} widget="feed" hasData={feed.length > 0}>
           {feed.length === 0 ? (
             <p className="py-8 text-center text-xs text-slate-400">{recent.isPending ? "…" : "Quiet: no alert events yet."}</p>
           ) : (

@@ -1,4 +1,5 @@
 // NOC figures: samples polled from the operator API, kept for the area charts, and the alert heatmap.
+import type { LiveFrame } from "@/lib/live";
 import type { OperatorAlert, SystemHealth } from "@/lib/types";
 
 export interface Sample {
@@ -96,6 +97,46 @@ export function diffFeed(
     }
   }
   return items;
+}
+
+const EVENT_TONES: Record<string, FeedItem["tone"]> = {
+  OPENED: "bad",
+  REOPENED: "bad",
+  ESCALATED: "bad",
+  FLAPPING: "warn",
+  ACKNOWLEDGED: "warn",
+  SILENCED: "info",
+  CLOSED: "ok",
+};
+const STATE_TONES: Record<string, FeedItem["tone"]> = { OFFLINE: "bad", STALE: "warn", ONLINE: "ok" };
+
+/** Feed lines for one frame of the operators' noc topic (repeat UPDATED events are left out: they are noise here). */
+export function liveFeedItems(frame: LiveFrame, now: number): FeedItem[] {
+  if (frame.type === "alert" && frame.tenant_id !== undefined) {
+    if (frame.event_kind === "UPDATED") return [];
+    return [
+      {
+        id: `${frame.alert_id}:${frame.event_kind}:${now}`,
+        at: now,
+        tone: EVENT_TONES[frame.event_kind] ?? "info",
+        text: `${frame.tenant_id} · ${frame.title} ${frame.event_kind.toLowerCase()}`,
+      },
+    ];
+  }
+  if (frame.type === "device_states") {
+    const byStatus = new Map<string, string[]>();
+    for (const [tenant, device, status] of frame.devices) byStatus.set(status, [...(byStatus.get(status) ?? []), `${tenant}/${device}`]);
+    return [...byStatus].map(([status, names]) => ({
+      id: `states:${status}:${frame.changed_at ?? now}:${names[0]}`,
+      at: now,
+      tone: STATE_TONES[status] ?? "info",
+      text:
+        names.length === 1
+          ? `${names[0]} is ${status.toLowerCase()}`
+          : `${names.length} devices ${status.toLowerCase()}: ${names.slice(0, 3).join(", ")}${names.length > 3 ? ` and ${names.length - 3} more` : ""}`,
+    }));
+  }
+  return [];
 }
 
 /** Alerts opened per minute in `bucketMin`-minute buckets over the last hour, as [time, rate] points. */
