@@ -25,9 +25,9 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pulse.alerting.scopes import SCOPE_ID, check_group_ids, check_strings, require_scope
 from pulse.checks import check_aware, check_name, check_range, is_whole_number, parse_clock, parse_uuid
 from pulse.errors import NotFound, ValidationError
+from pulse.fleet.scopes import SCOPE_ID, check_group_ids, check_strings, require_scope
 from pulse.sql import check_page, fetch_page
 
 RECURRENCES: tuple[str, ...] = ("ONCE", "WEEKLY")

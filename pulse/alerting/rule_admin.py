@@ -20,10 +20,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pulse.alerting.rules import RULE_TYPES, SEVERITY_NAMES, parse_definition
-from pulse.alerting.scopes import SCOPE_ID, check_group_ids, check_strings, require_scope
 from pulse.alerting.worker import RULES_CHANNEL
 from pulse.checks import check_name, is_whole_number, parse_uuid
 from pulse.errors import NotFound, ValidationError
+from pulse.fleet.scopes import SCOPE_ID, check_group_ids, check_strings, require_scope
 from pulse.sql import check_page
 
 MAX_PAGE = 200

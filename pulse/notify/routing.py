@@ -10,9 +10,9 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pulse.alerting.scopes import check_group_ids, require_scope
 from pulse.checks import parse_uuid
 from pulse.errors import NotFound, ValidationError
+from pulse.fleet.scopes import check_group_ids, require_scope
 from pulse.notify.schemas import AlertEventMessage
 
 JOBS_CHANNEL = "pulse_jobs"
