@@ -108,8 +108,7 @@ class Evaluator:
     engine: AsyncEngine
     base_url: str = ""
     chunk: int = CHUNK
-    rules_by_tenant: dict[str, list[Rule]] = field(default_factory=dict)
-    rule_index: dict[str, RuleIndex] = field(default_factory=dict)
+    rule_index: dict[str, RuleIndex] = field(default_factory=dict)  # tenant -> its enabled rules, indexed
     # (rule_id, device_id) -> when the condition started holding, for rules with for_seconds and no open alert.
     pending_since: dict[tuple[str, str], datetime] = field(default_factory=dict)
     window_verdicts: dict[tuple[str, str], _WindowVerdict] = field(default_factory=dict)
@@ -118,6 +117,10 @@ class Evaluator:
     maintenance: MaintenanceCache = field(default_factory=MaintenanceCache)
     alerts_opened: int = 0
     alerts_closed: int = 0
+
+    @property
+    def rules_by_tenant(self) -> dict[str, list[Rule]]:
+        return {t: index.rules for t, index in self.rule_index.items()}
 
     async def load_rules(self) -> None:
         async with system_tx(self.engine) as conn:
@@ -138,13 +141,11 @@ class Evaluator:
                 definition=definition, for_seconds=r.for_seconds, site_ids=tuple(r.site_ids or ()),
                 group_ids=tuple(r.group_ids or ()), tags=tuple(r.tags or ()), device_ids=tuple(r.device_ids or ()),
                 escalation_policy_id=r.escalation_policy_id))
-        old = self.rules_by_tenant
+        old = self.rule_index
         # An unchanged rule list is kept as it is, with what was judged under it; a changed one starts afresh.
-        self.rules_by_tenant = {t: old[t] if old.get(t) == rules else rules for t, rules in by_tenant.items()}
-        changed = {t for t in old.keys() | self.rules_by_tenant.keys()
-                   if old.get(t) is not self.rules_by_tenant.get(t)}
-        self.rule_index = {t: self.rule_index[t] if t not in changed and t in self.rule_index else RuleIndex.of(rules)
-                           for t, rules in self.rules_by_tenant.items()}
+        self.rule_index = {t: old[t] if t in old and old[t].rules == rules else RuleIndex.of(rules)
+                           for t, rules in by_tenant.items()}
+        changed = {t for t in old.keys() | self.rule_index.keys() if old.get(t) is not self.rule_index.get(t)}
         if changed and self.judged:
             self.judged = {k: v for k, v in self.judged.items() if k[0] not in changed}
 
@@ -198,10 +199,8 @@ class Evaluator:
             "JOIN device_state ds ON ds.tenant_id = a.tenant_id AND ds.device_id = a.device_id "
             "WHERE a.status IN ('OPEN', 'ACKNOWLEDGED')"),
             {"t": [s.tenant_id for s in snapshots], "d": [s.device_id for s in snapshots]})).all()
-        open_fps: dict[str, set[str]] = defaultdict(set)
         by_device: dict[DeviceKey, set[str]] = defaultdict(set)
         for r in open_rows:
-            open_fps[r.tenant_id].add(r.fingerprint)
             by_device[(r.tenant_id, r.device_id)].add(r.fingerprint)
         for snap in snapshots:
             if (fps := by_device.get((snap.tenant_id, snap.device_id))) is not None:
@@ -222,7 +221,7 @@ class Evaluator:
                 targets = (snaps if rule.unscoped else
                            [s for s in snaps if rule.applies_to(s.device_id, s.site_id, s.tags, s.groups)])
                 if targets:
-                    await self._apply_rule(conn, rule, position, targets, open_fps[tenant_id], now)
+                    await self._apply_rule(conn, rule, position, targets, now)
             for snap in snaps:
                 assert snap.readings is not None
                 self.judged[(snap.tenant_id, snap.device_id)] = Judged(
@@ -231,24 +230,26 @@ class Evaluator:
                     frozenset(snap.again))
 
     async def _apply_rule(self, conn: AsyncConnection, rule: Rule, position: int, targets: list[DeviceSnapshot],
-                          open_fps: set[str], now: datetime) -> None:
+                          now: datetime) -> None:
         """Judge the chunk's devices under one rule (at `position` in its tenant's): only those with something new
         for it (see `judged`); window rules with one query for the whole chunk."""
         d = rule.definition
         if isinstance(d, GapDefinition):
             # Gaps open in check_gaps; here a device whose metric is back has its gap alert closed at once.
-            gapped = [s.device_id for s in targets if rule.fingerprint(s.device_id) in open_fps]
+            gapped = [s.device_id for s in targets if s.is_open(rule)]
             if gapped:
                 held = {s.device_id for s in targets if s.in_maintenance}
                 for change in await gap_changes(conn, rule, d.metric, now - _gap_span(rule, d), device_ids=gapped):
                     await self._settle_gap(conn, rule, d, change, now, in_maintenance=change.device_id in held)
             return
-        judged = [s for s in targets if s.todo is None or position in s.todo]
         rechecked: set[str] = set()  # window verdicts due again without a newer reading (a late sample may count)
-        if isinstance(d, RateDefinition | AnomalyDefinition):
-            rechecked = {s.device_id for s in targets if not (s.todo is None or position in s.todo)
-                         and self._window_due(rule, d, s, now)}
-            judged += [s for s in targets if s.device_id in rechecked]
+        judged: list[DeviceSnapshot] = []
+        for s in targets:
+            if s.todo is None or position in s.todo:
+                judged.append(s)
+            elif isinstance(d, RateDefinition | AnomalyDefinition) and self._window_due(rule, d, s, now):
+                rechecked.add(s.device_id)
+                judged.append(s)
         targets = judged
         if not targets:
             return
@@ -261,7 +262,8 @@ class Evaluator:
             verdicts = {s.device_id: threshold_verdict(d, s.metrics) for s in targets}
         for snap in targets:
             is_open, verdict = snap.is_open(rule), verdicts[snap.device_id]
-            if snap.device_id in rechecked and (verdict.state == "BREACH") == is_open and verdict.state != "CLEAR":
+            news = (verdict.state == "BREACH" and not is_open) or (verdict.state == "CLEAR" and is_open)
+            if snap.device_id in rechecked and not news:
                 continue  # no newer reading: only an alert to open or to close is news
             after = await self._settle(conn, rule, snap, verdict, is_open, now)
             if after is None:

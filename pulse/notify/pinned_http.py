@@ -45,6 +45,10 @@ class Pin:
 _CURRENT: ContextVar[Pin | None] = ContextVar("pulse_pinned_request", default=None)
 
 
+def _port(url: httpx.URL) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
 def _refused(message: str) -> ValidationError:
     return ValidationError(f"SSRF protection refused the request: {message}")
 
@@ -115,7 +119,7 @@ class PinnedTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         pin = request.extensions.get(PIN_EXTENSION)
-        port = request.url.port or (443 if request.url.scheme == "https" else 80)
+        port = _port(request.url)
         if not isinstance(pin, Pin) or (pin.scheme, pin.host, pin.port) != (
                 request.url.scheme, request.url.raw_host.decode("ascii"), port):
             raise _refused(f"{request.url.scheme}://{request.url.host}:{port} was not checked before sending")
@@ -158,7 +162,7 @@ async def pin_url(url: str, allow: tuple[str, ...], *, field: str) -> Pin:
     except httpx.InvalidURL as exc:
         raise ValidationError(f"is not a valid URL: {exc}", field=field) from None
     host = parsed.raw_host.decode("ascii")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    port = _port(parsed)
     addresses = await asyncio.to_thread(ssrf.resolve, host, port, field=field)
     try:
         ssrf.refuse_restricted(host, addresses, allow, field=field)

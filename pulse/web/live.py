@@ -455,11 +455,7 @@ class LiveHub:
     # notifications
 
     def _on_telemetry(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            pairs: list[DeviceKey] = msgspec.json.decode(payload, type=list[tuple[str, str]])
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            pairs = parse_wakeup(payload)
-        followed = [p for p in pairs if p in self._reg.devices]
+        followed = [p for p in parse_wakeup(payload) if p in self._reg.devices]
         if followed:
             self._telemetry_due.update(followed)
             self._telemetry_wake.set()
