@@ -35,22 +35,31 @@ BATCH_SECONDS = prometheus_client.Histogram("pulse_ingest_batch_seconds", "Time 
 WRITE_FAILURES = prometheus_client.Counter("pulse_ingest_write_failures", "Batch commits that failed and are retried")
 PENDING = prometheus_client.Gauge("pulse_ingest_pending", "Rows and events waiting for their batch to commit")
 
+# Each batch is COPYed into a per-connection staging table first: telemetry is filled from it, and device_state is
+# folded from it in SQL. The table name carries its shape: a pooled server connection may still hold an older one.
 _STAGE_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS pulse_telemetry_stage (
-  time timestamptz, tenant_id text, device_id text, site_id text, msg_type text, seq bigint, metrics jsonb
+CREATE TEMP TABLE IF NOT EXISTS pulse_ingest_stage (
+  time timestamptz, tenant_id text, device_id text, site_id text, msg_type text, seq bigint, metrics jsonb,
+  received_at timestamptz, lat float8, lng float8, ord int
 ) ON COMMIT DELETE ROWS
 """
-_STAGE_COLUMNS = ("time", "tenant_id", "device_id", "site_id", "msg_type", "seq", "metrics")
+_STAGE_COLUMNS = ("time", "tenant_id", "device_id", "site_id", "msg_type", "seq", "metrics", "received_at", "lat",
+                  "lng", "ord")
 _FROM_STAGE = """
 INSERT INTO telemetry (time, tenant_id, device_id, site_id, msg_type, seq, metrics)
-SELECT time, tenant_id, device_id, site_id, msg_type, seq, metrics FROM pulse_telemetry_stage
+SELECT time, tenant_id, device_id, site_id, msg_type, seq, metrics FROM pulse_ingest_stage
 ON CONFLICT DO NOTHING
 """
 
-# One row per device, folded from the batch. Values only move forward: a late (older) message neither rewinds
-# last_message_ts/last_seq nor overwrites a metric that already has a newer reading (per-key times in
-# latest_metrics_at). When the batch's oldest message for a device is not older than anything stored (the
-# usual case) every incoming metric is the newest, so the maps are simply merged; otherwise key by key.
+# One row per device, folded from the staged batch. A message's place is its time, then its arrival order `ord`:
+# max() over [epoch, ord, …] arrays picks the newest message (its seq) and the newest one with a position; each
+# telemetry metric's newest value in the batch is the first of its (device, key) window (heartbeats' metrics are
+# stored, but rules see telemetry only). The plan has two relations, the folded batch and device_state, so no
+# estimate of the unanalysed staging table can make it join the batch with itself row by row. Values only move
+# forward: a late (older) message neither rewinds last_message_ts/last_seq nor overwrites a metric that already has
+# a newer reading (per-key times in latest_metrics_at). When the batch's oldest message for a device is not older
+# than anything stored (the usual case) every incoming metric is the newest, so the maps are simply merged;
+# otherwise key by key.
 _UPDATE_STATE = """
 UPDATE device_state AS s SET
   last_seen_at = GREATEST(s.last_seen_at, u.seen),
@@ -70,22 +79,43 @@ UPDATE device_state AS s SET
       SELECT coalesce(jsonb_object_agg(n.key, n.value), '{}'::jsonb) FROM jsonb_each(u.metrics_at) n
       WHERE s.latest_metrics_at ->> n.key IS NULL
          OR (s.latest_metrics_at ->> n.key)::timestamptz <= (n.value #>> '{}')::timestamptz) END,
-  lat = coalesce(u.lat, s.lat),
-  lng = coalesce(u.lng, s.lng),
-  updated_at = $13
-FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[],
-            $7::bigint[], $8::jsonb[], $9::jsonb[], $10::float8[], $11::float8[], $12::timestamptz[])
-     AS u(tenant_id, device_id, seen, tel, hb, ts, seq, metrics, metrics_at, lat, lng, first_ts)
+  lat = coalesce(u.positioned[3], s.lat),
+  lng = coalesce(u.positioned[4], s.lng),
+  updated_at = $1
+FROM (
+  SELECT tenant_id, device_id, max(received_at) AS seen,
+         max(received_at) FILTER (WHERE msg_type = 'telemetry') AS tel,
+         max(received_at) FILTER (WHERE msg_type = 'heartbeat') AS hb,
+         min(time) AS first_ts, max(time) AS ts,
+         (max(ARRAY[extract(epoch FROM time), ord, seq]))[3]::bigint AS seq,
+         max(ARRAY[extract(epoch FROM time)::float8, ord, lat, lng]) FILTER (WHERE lat IS NOT NULL) AS positioned,
+         coalesce(jsonb_object_agg(key, value) FILTER (WHERE newest), '{}') AS metrics,
+         coalesce(jsonb_object_agg(key, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'))
+                  FILTER (WHERE newest), '{}') AS metrics_at
+  FROM (
+    SELECT st.tenant_id, st.device_id, st.msg_type, st.time, st.ord, st.seq, st.received_at, st.lat, st.lng,
+           e.key, e.value,
+           e.key IS NOT NULL AND row_number() OVER (PARTITION BY st.tenant_id, st.device_id, e.key
+                                                    ORDER BY st.time DESC, st.ord DESC) = 1 AS newest
+    FROM pulse_ingest_stage st
+    LEFT JOIN LATERAL jsonb_each(CASE WHEN st.msg_type = 'telemetry' THEN st.metrics END) e ON true
+    {only}) k
+  GROUP BY tenant_id, device_id
+) AS u
 WHERE s.tenant_id = u.tenant_id AND s.device_id = u.device_id
-RETURNING s.tenant_id, s.device_id
 """
+_UPDATE_ALL_STATE = _UPDATE_STATE.replace("{only}", "")
+_UPDATE_ADDED_STATE = _UPDATE_STATE.replace(
+    "{only}", "WHERE (st.tenant_id, st.device_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))")
 
-# A device's first state row (registered devices only), which _UPDATE_STATE then fills.
+# First state rows for the batch's devices that have none (registered devices only), which _UPDATE_ADDED_STATE
+# then fills.
 _ADD_STATE = """
 INSERT INTO device_state (tenant_id, device_id)
-SELECT u.tenant_id, u.device_id FROM unnest($1::text[], $2::text[]) AS u(tenant_id, device_id)
-JOIN devices d ON d.tenant_id = u.tenant_id AND d.device_id = u.device_id
+SELECT DISTINCT st.tenant_id, st.device_id FROM pulse_ingest_stage st
+JOIN devices d ON d.tenant_id = st.tenant_id AND d.device_id = st.device_id
 ON CONFLICT (tenant_id, device_id) DO NOTHING
+RETURNING tenant_id, device_id
 """
 
 _encode = msgspec.json.encode
@@ -345,80 +375,61 @@ class BatchWriter:
                 await conn.execute("SELECT pulse_ensure_telemetry_partitions(d, d) FROM unnest($1::date[]) d",
                                    ensure_days)
             if rows:
-                added = await write_telemetry(conn, rows)
-                await upsert_device_state(conn, rows, self._clock.now())
-                for payload in notify_payloads(rows):
+                devices = distinct_devices(rows)
+                await stage_rows(conn, rows)
+                added = await write_telemetry(conn)
+                await update_device_state(conn, len(devices), self._clock.now())
+                for payload in notify_payloads(devices):
                     await conn.execute("SELECT pg_notify($1, $2)", TELEMETRY_CHANNEL, payload)
             await write_quarantine(conn, events)
         return added
 
 
-async def write_telemetry(conn: asyncpg.Connection, rows: list[Accepted]) -> int:
-    """COPY the rows into a per-connection staging table, then move them into `telemetry`; returns rows added.
+async def stage_rows(conn: asyncpg.Connection, rows: list[Accepted]) -> None:
+    """COPY the batch into the connection's staging table (emptied at commit), in arrival order."""
+    await conn.execute(_STAGE_DDL)
+    await conn.copy_records_to_table(
+        "pulse_ingest_stage", columns=_STAGE_COLUMNS,
+        records=[(r.ts, r.tenant_id, r.device_id, r.site_id, r.msg_type, r.seq, _encode(r.metrics).decode(),
+                  r.received_at, r.lat, r.lng, i) for i, r in enumerate(rows)])
+
+
+async def write_telemetry(conn: asyncpg.Connection) -> int:
+    """Move the staged rows into `telemetry`; returns rows added.
 
     A message already stored (same tenant, device, time, seq and msg_type: a QoS 1 redelivery after a lost
     PUBACK, or an HTTP retry) is skipped by the unique index, so redelivery never duplicates a row.
 
     COPY straight into `telemetry` is refused for pulse_ingest because the table has row-level security
     ("COPY FROM not supported with row-level security"); INSERT … SELECT from the staging table is allowed
-    and keeps COPY's cheap row transfer. The staging table empties itself at commit.
+    and keeps COPY's cheap row transfer.
     """
-    await conn.execute(_STAGE_DDL)
-    await conn.copy_records_to_table(
-        "pulse_telemetry_stage", columns=_STAGE_COLUMNS,
-        records=[(r.ts, r.tenant_id, r.device_id, r.site_id, r.msg_type, r.seq, _encode(r.metrics).decode())
-                 for r in rows])
     status = await conn.execute(_FROM_STAGE)  # "INSERT 0 <n>"
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def upsert_device_state(conn: asyncpg.Connection, rows: list[Accepted], now: datetime) -> None:
-    """device_state for the whole batch: a row per device, folded from its messages here; one UPDATE for the
-    devices that have a state row; those that do not yet get a bare row, which the same UPDATE then fills."""
-    by_device: dict[tuple[str, str], list[Accepted]] = {}
-    for r in rows:
-        by_device.setdefault((r.tenant_id, r.device_id), []).append(r)
-    cols: list[list[object]] = [[] for _ in range(12)]
-    for (tenant_id, device_id), msgs in by_device.items():
-        msgs.sort(key=lambda m: m.ts)  # stable: equal timestamps keep arrival order
-        newest = msgs[-1]
-        metrics: dict[str, object] = {}
-        metrics_at: dict[str, str] = {}
-        for m in msgs:
-            if m.msg_type != "telemetry":
-                continue  # a heartbeat's metrics are stored, but rules see the latest values of telemetry only
-            stamp = m.ts.isoformat()
-            for key, value in m.metrics.items():
-                metrics[key] = value
-                metrics_at[key] = stamp
-        positioned = [m for m in msgs if m.lat is not None]
-        telemetry = [m.received_at for m in msgs if m.msg_type == "telemetry"]
-        heartbeat = [m.received_at for m in msgs if m.msg_type == "heartbeat"]
-        values = (tenant_id, device_id, max(m.received_at for m in msgs),
-                  max(telemetry) if telemetry else None, max(heartbeat) if heartbeat else None,
-                  newest.ts, newest.seq, _encode(metrics).decode(), _encode(metrics_at).decode(),
-                  positioned[-1].lat if positioned else None, positioned[-1].lng if positioned else None,
-                  msgs[0].ts)
-        for col, column_value in zip(cols, values, strict=True):
-            col.append(column_value)
-    updated = {(r[0], r[1]) for r in await conn.fetch(_UPDATE_STATE, *cols, now)}
-    if len(updated) == len(by_device):
+async def update_device_state(conn: asyncpg.Connection, devices: int, now: datetime) -> None:
+    """device_state for the staged batch (`devices` distinct devices): one UPDATE folds it in for the devices that
+    have a state row; those that do not yet get a bare row, which a second UPDATE limited to them then fills."""
+    status = await conn.execute(_UPDATE_ALL_STATE, now)  # "UPDATE <n>"
+    if int(status.rsplit(" ", 1)[-1]) == devices:
         return
-    missing = [i for i, key in enumerate(zip(cols[0], cols[1], strict=True)) if key not in updated]
-    rest = [[col[i] for i in missing] for col in cols]
-    await conn.execute(_ADD_STATE, rest[0], rest[1])
-    await conn.execute(_UPDATE_STATE, *rest, now)
+    added = await conn.fetch(_ADD_STATE)
+    if added:
+        await conn.execute(_UPDATE_ADDED_STATE, now, [r[0] for r in added], [r[1] for r in added])
 
 
-def notify_payloads(rows: list[Accepted]) -> list[str]:
-    """JSON lists of distinct [tenant_id, device_id] pairs, each at most NOTIFY_PAYLOAD_LIMIT bytes."""
-    seen: dict[tuple[str, str], None] = {}
-    for r in rows:
-        seen.setdefault((r.tenant_id, r.device_id), None)
+def distinct_devices(rows: list[Accepted]) -> list[tuple[str, str]]:
+    """The batch's (tenant_id, device_id) pairs, each once, in order of first appearance."""
+    return list(dict.fromkeys((r.tenant_id, r.device_id) for r in rows))
+
+
+def notify_payloads(devices: list[tuple[str, str]]) -> list[str]:
+    """JSON lists of [tenant_id, device_id] pairs, each at most NOTIFY_PAYLOAD_LIMIT bytes."""
     payloads: list[str] = []
     parts: list[str] = []
     size = 2  # the brackets
-    for pair in seen:
+    for pair in devices:
         encoded = _encode(list(pair)).decode()
         extra = len(encoded.encode()) + (1 if parts else 0)
         if parts and size + extra > NOTIFY_PAYLOAD_LIMIT:

@@ -26,7 +26,7 @@ from pulse.ingest.envelope import (
 )
 from pulse.ingest.service import status_for
 from pulse.ingest.validate import Accepted, RateLimiter
-from pulse.ingest.writer import NOTIFY_PAYLOAD_LIMIT, notify_payloads
+from pulse.ingest.writer import NOTIFY_PAYLOAD_LIMIT, distinct_devices, notify_payloads
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TELEMETRY = Topic("acme", "dev-1", "telemetry")
@@ -254,12 +254,12 @@ def test_notify_payloads_split_under_the_postgres_limit() -> None:
                      ts=NOW, seq=i, metrics={"a": 1}, lat=None, lng=None, received_at=NOW, transport="MQTT")
             for i in range(300)]
     rows += rows[:10]  # a device twice in a batch is named once
-    payloads = notify_payloads(rows)
+    payloads = notify_payloads(distinct_devices(rows))
     assert len(payloads) > 1
     assert all(len(p.encode()) <= NOTIFY_PAYLOAD_LIMIT for p in payloads)
     pairs = [tuple(pair) for p in payloads for pair in json.loads(p)]
     assert pairs == [("acme", f"device-{i:04d}-" + "x" * 100) for i in range(300)]
-    assert notify_payloads(rows[:1]) == [json.dumps([["acme", rows[0].device_id]], separators=(",", ":"))]
+    assert notify_payloads(distinct_devices(rows[:1])) == [json.dumps([["acme", rows[0].device_id]], separators=(",", ":"))]
 
 
 async def test_auth_cache_shares_one_load_and_survives_a_cancelled_waiter() -> None:

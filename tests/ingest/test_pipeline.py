@@ -273,6 +273,26 @@ async def test_device_state_folds_a_batch_and_never_moves_backwards(engine: Asyn
     assert (state["last_seq"], state["last_message_ts"]) == (4, t0 + timedelta(minutes=4))
 
 
+async def test_device_state_takes_the_newest_of_a_batch_by_time_then_arrival(engine: AsyncEngine,
+                                                                           pipeline: IngestPipeline) -> None:
+    tenant, dev, token = await registered(engine)
+    t0 = now().replace(microsecond=0) - timedelta(minutes=10)
+    at = [(t0 + timedelta(minutes=m)).isoformat() for m in range(3)]
+    batch = [
+        {"seq": 10, "ts": at[2], "metrics": {"temp_c": 30}, "lat": 50.0, "lng": 8.0},
+        {"seq": 11, "ts": at[2], "metrics": {"temp_c": 31}},  # same time, arrived later: it is the newest
+        {"seq": 9, "ts": at[1], "metrics": {"temp_c": 29, "hum": 41}, "lat": 40.0, "lng": 7.0},
+    ]
+    result = await ingest_http_batch(pipeline, batch_body(tenant.tenant_id, dev, token, batch), now())
+    assert [r.accepted for r in result.results] == [True, True, True]
+    state = (await sql(engine, "SELECT * FROM device_state WHERE tenant_id = :t", t=tenant.tenant_id))[0]
+    assert state["latest_metrics"] == {"temp_c": 31, "hum": 41}
+    assert {k: datetime.fromisoformat(v) for k, v in state["latest_metrics_at"].items()} == {
+        "temp_c": t0 + timedelta(minutes=2), "hum": t0 + timedelta(minutes=1)}
+    assert (state["last_seq"], state["last_message_ts"]) == (11, t0 + timedelta(minutes=2))
+    assert (state["lat"], state["lng"]) == (50.0, 8.0)  # the newest message that had a position
+
+
 def batch_body(tenant_id: str, device_id: str, token: str | None, messages: list[Any]) -> bytes:
     """A /ingest/v1/batch body: each message addressed to the device; `msg_type` may ride in the message."""
     items = []
