@@ -32,6 +32,10 @@ WAITED = prometheus_client.Counter(
 _U16 = struct.Struct("!H")
 _PUBACK = struct.Struct("!BBH")  # PUBACK, remaining length 2, packet id: success in MQTT 3.1.1 and 5 alike
 
+RECONNECT_DELAY_S = 0.5
+"""Pause before each reconnect attempt. Short, because the broker does not restore ingest's shared subscription
+after a restart (docs/broker.md): until ingest subscribes again, device messages find no subscriber."""
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:
@@ -156,7 +160,7 @@ class MqttConsumer:
         client = gmqtt.Client(self.client_id, clean_session=False, optimistic_acknowledgement=False,
                               session_expiry_interval=self._session_expiry_s, receive_maximum=self._receive_maximum,
                               logger=logging.getLogger("gmqtt"))
-        client.set_config({"reconnect_delay": 2})
+        client.set_config({"reconnect_delay": RECONNECT_DELAY_S})
         if self._address.username:
             client.set_auth_credentials(self._address.username, self._address.password)
         client.on_connect = self._on_connect

@@ -6,7 +6,7 @@
   back, to a subscriber whose persistent session outlived the restart;
 - a backlog queued in a stopped ingest worker's persistent session survives the restart and is stored in full.
 
-Known gap (xfail below): Mosquitto 2.0.11 does not restore shared (`$share/…`) subscriptions from its persistence
+Known gap (xfail below): Mosquitto 2.0.11 (and 2.0.21) does not restore shared (`$share/…`) subscriptions from its persistence
 file. Until ingest reconnects and subscribes again, the broker answers device messages with PUBACK 0x10 (no
 matching subscribers) and drops them. Devices that send such a message again lose nothing (the live-stream test's
 gateway does); devices that take 0x10 for success lose what they sent in that window.
