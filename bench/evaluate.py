@@ -75,6 +75,7 @@ class Watcher:
         self.by_key = {(b.tenant_id, b.device_id, b.metric): b.seq for b in plan.breaches}
         self.alerts_unmatched = 0
         self.stop = asyncio.Event()
+        self.rounds: list[float] = []  # how long each poll round took (its own lag bounds what it can see)
 
     async def run(self, url: str) -> None:
         conn = await asyncpg.connect(url)
@@ -112,6 +113,7 @@ class Watcher:
                             "AND (tenant_id, device_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
                             silent_t, silent_d):
                         self.stale_seen.setdefault((r["tenant_id"], r["device_id"]), (now, r["last_seen_at"]))
+                self.rounds.append(time.time() - now)
                 await asyncio.sleep(POLL_S)
         finally:
             await conn.close()
@@ -173,7 +175,8 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
         health = free_ports(args.workers)
         ingest, _ = start_ingest(url, port, args.workers, f"bench-{secrets.token_hex(3)}", health)
         procs.append(ingest)
-        evaluators = [start_pulse("evaluate", url, PULSE_EVALUATE_REBALANCE_S=str(args.rebalance))
+        chunk = {"PULSE_EVALUATE_CHUNK": str(args.chunk)} if args.chunk else {}
+        evaluators = [start_pulse("evaluate", url, PULSE_EVALUATE_REBALANCE_S=str(args.rebalance), **chunk)
                       for _ in range(args.evaluators)]
         procs.extend(evaluators)
         await _wait_for_partitions(url, 60)
@@ -183,7 +186,7 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
         watcher = Watcher(plan, args.silent_interval)
         watcher.start_wall = time.time()
         watch = asyncio.create_task(watcher.run(url))
-        pub = await asyncio.to_thread(publish, port, plan, args.rate, args.duration, args.publishers)
+        pub = await asyncio.to_thread(publish, port, plan, args.rate, args.duration, args.publishers, args.publisher)
         published_until = datetime.now(UTC)
         deadline = time.monotonic() + args.silent_interval + 10
         while not watcher.settled() and time.monotonic() < deadline:
@@ -202,6 +205,10 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
     at_s = {b.seq: b.at_s for b in plan.breaches}
     slowest = sorted(((round(watcher.alert_seen[s][0] - watcher.message_seen[s], 3), at_s[s])
                       for s in watcher.alert_seen if s in watcher.message_seen), reverse=True)[:5]
+    by_5s: dict[int, list[float]] = {}  # committed -> alert by when the breach was sent (5 s buckets)
+    for s in watcher.alert_seen:
+        if s in watcher.message_seen:
+            by_5s.setdefault(int(at_s[s] // 5) * 5, []).append(watcher.alert_seen[s][0] - watcher.message_seen[s])
     publish_to_alert = [watcher.alert_seen[s][0] - pub["published"][s] for s in watcher.alert_seen
                         if s in pub["published"]]
     arrival_to_insert = [(d - t).total_seconds() for _, t, d in watcher.alert_seen.values() if t is not None]
@@ -210,13 +217,17 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
     stale_recorded = [(changed - (last + interval)).total_seconds() for changed, last in recorded["stale"].values()]
     return {"mode": "live", "tenants": args.tenants, "devices": args.tenants * args.devices, "rules": args.rules,
             "evaluators": args.evaluators, "ingest_workers": args.workers, "target_rate": args.rate,
-            "duration_s": args.duration, "published": pub["sent"], "unacked": pub["unacked"],
+            "duration_s": args.duration, "published_from": started.isoformat(timespec="seconds"),
+            "published": pub["sent"], "unacked": pub["unacked"], "publisher": args.publisher,
+            "publisher_cpu_s": round(pub["cpu_s"], 1),
             "telemetry_rows": recorded["telemetry_rows"], "breaches": len(plan.breaches),
             "breach_messages_seen": len(watcher.message_seen), "alerts_seen": len(watcher.alert_seen),
             "alerts_missing": len(plan.breaches) - len(watcher.alert_seen),
             "alerts_unexpected": watcher.alerts_unmatched,
             "alerts_with_two_opened_events": recorded["alerts_with_two_opened_events"],
+            **_stats(watcher.rounds, "poll_round"),
             **_stats(to_alert, "committed_to_alert"), "committed_to_alert_slowest_and_at_s": slowest,
+            "committed_to_alert_max_by_5s": {k: round(max(v), 2) for k, v in sorted(by_5s.items())},
             **_stats(arrival_to_insert, "recorded_arrival_to_alert"),
             **_stats(publish_to_alert, "publish_to_alert"),
             "silent_devices": len(plan.silent), "silent_interval_s": args.silent_interval,
@@ -307,8 +318,11 @@ async def main() -> None:
     parser.add_argument("--silent-interval", type=int, default=5, help="heartbeat interval of those devices, s")
     parser.add_argument("--evaluators", type=int, default=1, help="`pulse evaluate` processes")
     parser.add_argument("--rebalance", type=float, default=2, help="PULSE_EVALUATE_REBALANCE_S of the evaluators")
+    parser.add_argument("--chunk", type=int, default=0, help="PULSE_EVALUATE_CHUNK of the evaluators (0: default)")
     parser.add_argument("--workers", type=int, default=2, help="`pulse ingest` worker processes")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    parser.add_argument("--publisher", choices=["raw", "gmqtt"], default="raw",
+                        help="raw: MQTT over a plain socket (little CPU); gmqtt: the gmqtt client")
     parser.add_argument("--liveness-devices", type=int, default=0,
                         help="instead: CPU of one liveness pass over this many ONLINE devices")
     parser.add_argument("--passes", type=int, default=5, help="liveness: passes measured per variant")

@@ -116,71 +116,162 @@ def _steady(round_no: int, device_index: int, skip: int = -1) -> str:
     return "{" + ",".join(f'"m{k}":{v}' for k, v in pairs if k != skip) + "}"
 
 
-def _publisher(index: int, port: int, devices: list[Device], rate: float, duration: float, breaches: list[Breach],
-               silent: list[Device], silence_at: float, result: Any) -> None:
-    """One publisher process: its own MQTT connection, QoS 1, steady telemetry round robin at `rate` msg/s, its
-    breaches at their time, its silent devices quiet from `silence_at`. Reports when each breach was published."""
+class _Schedule:
+    """What one publisher sends when: its breaches at their time, steady telemetry round robin over its devices at
+    `rate` msg/s, nothing from its silent devices from `silence_at` on. Records when each breach was sent."""
+
+    def __init__(self, devices: list[Device], rate: float, breaches: list[Breach], silent: list[Device],
+                 silence_at: float) -> None:
+        self.devices, self.rate, self.breaches = devices, rate, breaches
+        self.quiet, self.silence_at = set(silent), silence_at
+        self.held: dict[Device, tuple[int, float]] = {}  # device -> (breached metric, left out until)
+        self.sent = self.turn = self.done = 0
+        self.published: list[tuple[int, float]] = []
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.done
+
+    def due(self, elapsed: float, room: int) -> list[tuple[str, str]]:
+        """(topic, payload) of the messages due now: the breaches whose time has come, then steady messages up to
+        the rate, at most `room` of them and 500 per call."""
+        ts = datetime.now(UTC).isoformat()
+        out: list[tuple[str, str]] = []
+        while self.done < len(self.breaches) and self.breaches[self.done].at_s <= elapsed:
+            b = self.breaches[self.done]
+            out.append((f"tenant/{b.tenant_id}/device/{b.device_id}/telemetry",
+                        f'{{"ts":"{ts}","seq":{b.seq},"metrics":{{"m{b.metric}":{BREACH_VALUE}}}}}'))
+            self.published.append((b.seq, time.time()))
+            self.held[(b.tenant_id, b.device_id)] = (b.metric, elapsed + BREACH_HOLD_S)
+            self.done += 1
+        n = len(self.devices)
+        for _ in range(max(0, min(int(elapsed * self.rate) - self.sent, room, 500))):
+            tenant, device = self.devices[self.turn % n]
+            round_no, self.turn = self.turn // n, self.turn + 1
+            if elapsed >= self.silence_at and (tenant, device) in self.quiet:
+                continue
+            skip, until = self.held.get((tenant, device), (-1, 0.0))
+            metrics = _steady(round_no, self.turn % n, skip if elapsed < until else -1)
+            out.append((f"tenant/{tenant}/device/{device}/telemetry",
+                        f'{{"ts":"{ts}","seq":{round_no},"metrics":{metrics}}}'))
+            self.sent += 1
+        return out
+
+
+def _publisher(index: int, port: int, schedule: _Schedule, duration: float, result: Any) -> None:
+    """One publisher process with the gmqtt client: its own MQTT connection, QoS 1, `schedule` for `duration`."""
     import gmqtt
 
     async def main() -> None:
         client = gmqtt.Client(f"bench-eval-pub-{index}-{secrets.token_hex(3)}")
         await client.connect("127.0.0.1", port)
         storage = client._persistent_storage
-        quiet = set(silent)
-        held: dict[Device, tuple[int, float]] = {}  # device -> (breached metric, left out until)
-        sent = turn = done = 0
-        published: list[tuple[int, float]] = []
-        n = len(devices)
+        cpu0 = time.process_time()
         start = time.monotonic()
         while (elapsed := time.monotonic() - start) < duration:
-            ts = datetime.now(UTC).isoformat()
-            while done < len(breaches) and breaches[done].at_s <= elapsed:
-                b = breaches[done]
-                client.publish(f"tenant/{b.tenant_id}/device/{b.device_id}/telemetry",
-                               f'{{"ts":"{ts}","seq":{b.seq},"metrics":{{"m{b.metric}":{BREACH_VALUE}}}}}', qos=1)
-                published.append((b.seq, time.time()))
-                held[(b.tenant_id, b.device_id)] = (b.metric, elapsed + BREACH_HOLD_S)
-                done += 1
-            due = int(elapsed * rate) - sent
             room = 900 - len(storage._messages)  # stay under the broker's Receive Maximum (1,000 in flight)
-            if due <= 0 or room <= 0:
-                await asyncio.sleep(0.002)
-                continue
-            for _ in range(min(due, room, 500)):
-                tenant, device = devices[turn % n]
-                round_no, turn = turn // n, turn + 1
-                if elapsed >= silence_at and (tenant, device) in quiet:
-                    continue
-                skip, until = held.get((tenant, device), (-1, 0.0))
-                metrics = _steady(round_no, turn % n, skip if elapsed < until else -1)
-                client.publish(f"tenant/{tenant}/device/{device}/telemetry",
-                               f'{{"ts":"{ts}","seq":{round_no},"metrics":{metrics}}}', qos=1)
-                sent += 1
-            await asyncio.sleep(0)
+            messages = schedule.due(elapsed, room)
+            for topic, payload in messages:
+                client.publish(topic, payload, qos=1)
+            await asyncio.sleep(0.002 if not messages or room <= 0 else 0)
         for _ in range(600):
             if storage.is_empty:
                 break
             await asyncio.sleep(0.05)
-        result.put({"sent": sent + done, "published": published, "unacked": len(storage._messages)})
+        result.put({"sent": schedule.total, "published": schedule.published, "unacked": len(storage._messages),
+                    "cpu_s": time.process_time() - cpu0})
         await client.disconnect()
 
     asyncio.run(main())
 
 
-def publish(port: int, plan: LoadPlan, rate: float, duration: float, processes: int) -> dict[str, Any]:
-    """Run the publisher processes to the end; devices (and their breaches) are split between them."""
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _mqtt_publish(topic: bytes, payload: bytes, packet_id: int) -> bytes:
+    """An MQTT 3.1.1 PUBLISH at QoS 1."""
+    body = len(topic).to_bytes(2, "big") + topic + packet_id.to_bytes(2, "big") + payload
+    return b"\x32" + _remaining_length(len(body)) + body
+
+
+def _raw_publisher(index: int, port: int, schedule: _Schedule, duration: float, result: Any) -> None:
+    """Like `_publisher`, speaking MQTT 3.1.1 over a plain socket (CONNECT, QoS 1 PUBLISH, counting PUBACKs), the
+    packets of a pacing step in one write: less CPU per message than gmqtt, so the load generator takes less of
+    the two cores from the system under test. Same schedule and in-flight cap."""
+
+    async def main() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client_id = f"bench-eval-raw-{index}-{secrets.token_hex(3)}".encode()
+        connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+        writer.write(b"\x10" + _remaining_length(len(connect)) + connect)
+        if (await reader.readexactly(4))[3] != 0:
+            raise RuntimeError("the broker refused the benchmark publisher")
+        acked = 0
+
+        async def read_acks() -> None:
+            nonlocal acked
+            buf = b""
+            while chunk := await reader.read(65536):
+                buf += chunk
+                pos = 0
+                while len(buf) - pos >= 4 and buf[pos] >> 4 == 4:  # all the broker sends here: 4-byte PUBACKs
+                    acked += 1
+                    pos += 4
+                buf = buf[pos:]
+
+        acks = asyncio.create_task(read_acks())
+        packet_id = 0
+        cpu0 = time.process_time()
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < duration:
+            room = 900 - (schedule.total - acked)  # stay under the broker's Receive Maximum (1,000 in flight)
+            messages = schedule.due(elapsed, room)
+            out = bytearray()
+            for topic, payload in messages:
+                packet_id = packet_id % 65535 + 1
+                out += _mqtt_publish(topic.encode(), payload.encode(), packet_id)
+            if out:
+                writer.write(out)
+                await writer.drain()
+            await asyncio.sleep(0.002 if not messages or room <= 0 else 0)
+        for _ in range(600):
+            if acked >= schedule.total:
+                break
+            await asyncio.sleep(0.05)
+        result.put({"sent": schedule.total, "published": schedule.published, "unacked": schedule.total - acked,
+                    "cpu_s": time.process_time() - cpu0})
+        writer.write(b"\xe0\x00")  # DISCONNECT
+        await writer.drain()
+        acks.cancel()
+        writer.close()
+
+    asyncio.run(main())
+
+
+def publish(port: int, plan: LoadPlan, rate: float, duration: float, processes: int, publisher: str = "raw"
+            ) -> dict[str, Any]:
+    """Run the publisher processes to the end; devices (and their breaches) are split between them. `publisher`:
+    "raw" (`_raw_publisher`) or "gmqtt" (`_publisher`)."""
     ctx = mp.get_context("spawn")
     result: Any = ctx.Queue()
     shares = [plan.devices[i::processes] for i in range(processes)]
     owner = {d: i for i, share in enumerate(shares) for d in share}
-    procs = [ctx.Process(target=_publisher, args=(
-        i, port, shares[i], rate / processes, duration,
-        [b for b in plan.breaches if owner[(b.tenant_id, b.device_id)] == i],
-        [d for d in plan.silent if owner[d] == i], plan.silence_at_s, result)) for i in range(processes)]
+    target = _raw_publisher if publisher == "raw" else _publisher
+    procs = [ctx.Process(target=target, args=(i, port, _Schedule(
+        shares[i], rate / processes, [b for b in plan.breaches if owner[(b.tenant_id, b.device_id)] == i],
+        [d for d in plan.silent if owner[d] == i], plan.silence_at_s), duration, result))
+        for i in range(processes)]
     for p in procs:
         p.start()
     reports = [result.get(timeout=duration + 120) for _ in procs]
     for p in procs:
         p.join(30)
     return {"sent": sum(r["sent"] for r in reports), "unacked": sum(r["unacked"] for r in reports),
-            "published": dict(x for r in reports for x in r["published"])}
+            "published": dict(x for r in reports for x in r["published"]),
+            "cpu_s": sum(r["cpu_s"] for r in reports)}
