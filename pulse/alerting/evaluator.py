@@ -481,6 +481,8 @@ async def _mark_online(conn: AsyncConnection, keys: list[DeviceKey], now: dateti
 
 # Each ONLINE/STALE device's status at :now from its silence (since its last message, or since ingest came back);
 # `due_at` is when it would next change if nothing is heard. Only devices whose status changes need their partition.
+# A row that changed after the statement's snapshot (ingest committed a message for it while the pass waited for the
+# row) is left as it is: the conditions on `ds` are checked again against the row's newest version.
 _LIVENESS = """
 WITH timing AS (
   SELECT ds.tenant_id, ds.device_id, ds.status AS old, d.site_id, t.no_heartbeat_alert_on, ds.last_seen_at,
@@ -498,6 +500,7 @@ next AS (
 changed AS (
   UPDATE device_state ds SET status = next.status, last_state_change_at = :now FROM next
   WHERE ds.tenant_id = next.tenant_id AND ds.device_id = next.device_id AND next.status <> next.old{owned_change}
+    AND ds.last_seen_at = next.last_seen_at AND ds.status = next.old
   RETURNING next.*),
 hist AS (INSERT INTO device_state_history (tenant_id, device_id, status, previous_status, changed_at)
   SELECT tenant_id, device_id, status, old, :now FROM changed),

@@ -269,6 +269,49 @@ async def test_rule_scoped_by_tag_ignores_other_devices(engine: AsyncEngine) -> 
     assert devices == [freezer]
 
 
+async def test_a_message_committed_while_the_liveness_pass_runs_keeps_the_device_online(engine: AsyncEngine) -> None:
+    """The pass decides from its statement's snapshot; a device whose message commits before the pass can write its
+    row (here: ingest holds the row until the pass waits for it) must not be marked STALE after all."""
+    tenant = await make_tenant(engine, heartbeat_interval_s=30)
+    device = await make_device(engine, tenant)
+    ev = Evaluator(engine)
+    await ev.load_rules()
+    await _report(engine, tenant, device, T0, temp_c=20)
+    await ev.evaluate_devices([(tenant.tenant_id, device)], T0)
+    now = T0 + timedelta(seconds=31)  # one interval and a second of silence, as the pass's snapshot sees it
+
+    async with engine.connect() as ingest:  # a batch of ingest's, not yet committed
+        tx = await ingest.begin()
+        await ingest.execute(text("UPDATE device_state SET last_seen_at = :at WHERE tenant_id = :t AND device_id = :d"),
+                             {"at": now - timedelta(seconds=1), "t": tenant.tenant_id, "d": device})
+
+        async def run_pass() -> None:
+            async with system_tx(engine) as conn:
+                await liveness_pass(conn, now)
+        passing = asyncio.create_task(run_pass())
+        async with engine.connect() as probe:  # until the pass waits for ingest's row
+            for _ in range(200):
+                waiting = (await probe.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                    "AND query LIKE '%WITH timing AS%'"))).scalar_one()
+                await probe.commit()
+                if waiting:
+                    break
+                await asyncio.sleep(0.02)
+        assert waiting, "the liveness pass never waited for the device's row"
+        await tx.commit()
+        await passing
+
+    async with system_tx(engine) as conn:
+        status = (await conn.execute(text("SELECT status FROM device_state WHERE tenant_id = :t AND device_id = :d"),
+                                     {"t": tenant.tenant_id, "d": device})).scalar_one()
+        history = [r[0] for r in await conn.execute(text(
+            "SELECT status FROM device_state_history WHERE tenant_id = :t AND device_id = :d ORDER BY history_id"),
+            {"t": tenant.tenant_id, "d": device})]
+    assert status == "ONLINE"
+    assert history == ["ONLINE"]
+
+
 async def test_liveness_stale_offline_and_back_online(engine: AsyncEngine) -> None:
     tenant = await make_tenant(engine, heartbeat_interval_s=30)
     device = await make_device(engine, tenant)
