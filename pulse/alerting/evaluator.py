@@ -109,6 +109,7 @@ class Evaluator:
     base_url: str = ""
     chunk: int = CHUNK
     rule_index: dict[str, RuleIndex] = field(default_factory=dict)  # tenant -> its enabled rules, indexed
+    rule_by_id: dict[str, Rule] = field(default_factory=dict)  # every tenant's, set with rule_index
     # (rule_id, device_id) -> when the condition started holding, for rules with for_seconds and no open alert.
     pending_since: dict[tuple[str, str], datetime] = field(default_factory=dict)
     window_verdicts: dict[tuple[str, str], _WindowVerdict] = field(default_factory=dict)
@@ -145,6 +146,7 @@ class Evaluator:
         # An unchanged rule list is kept as it is, with what was judged under it; a changed one starts afresh.
         self.rule_index = {t: old[t] if t in old and old[t].rules == rules else RuleIndex.of(rules)
                            for t, rules in by_tenant.items()}
+        self.rule_by_id = {r.rule_id: r for index in self.rule_index.values() for r in index.rules}
         changed = {t for t in old.keys() | self.rule_index.keys() if old.get(t) is not self.rule_index.get(t)}
         if changed and self.judged:
             self.judged = {k: v for k, v in self.judged.items() if k[0] not in changed}
@@ -357,8 +359,8 @@ class Evaluator:
         if paused or (self.gaps_checked_at is not None and now - self.gaps_checked_at < GAP_CHECK_EVERY):
             return
         self.gaps_checked_at = now
-        for rules in list(self.rules_by_tenant.values()):
-            for rule in rules:
+        for index in list(self.rule_index.values()):
+            for rule in index.rules:
                 d = rule.definition
                 if not isinstance(d, GapDefinition):
                     continue
@@ -402,11 +404,10 @@ class Evaluator:
 
     def forget_devices(self, owns: Owns) -> None:
         """Drop the in-memory windows (for_seconds) of devices this instance no longer evaluates."""
-        tenant_of = {r.rule_id: r.tenant_id for rs in self.rules_by_tenant.values() for r in rs}
         for table in (self.pending_since, self.window_verdicts):
             for key in list(table):
-                tenant_id = tenant_of.get(key[0])
-                if tenant_id is None or not owns(tenant_id, key[1]):
+                rule = self.rule_by_id.get(key[0])
+                if rule is None or not owns(rule.tenant_id, key[1]):
                     del table[key]
         self.judged = {k: v for k, v in self.judged.items() if owns(*k)}
 
@@ -418,10 +419,9 @@ class Evaluator:
 
     def due_pending(self, now: datetime) -> set[DeviceKey]:
         """Devices whose for_seconds window has run out since their last evaluation."""
-        rules = {r.rule_id: r for rs in self.rules_by_tenant.values() for r in rs}
         due: set[DeviceKey] = set()
         for (rule_id, device_id), since in list(self.pending_since.items()):
-            rule = rules.get(rule_id)
+            rule = self.rule_by_id.get(rule_id)
             if rule is None:
                 del self.pending_since[(rule_id, device_id)]
             elif now - since >= timedelta(seconds=rule.for_seconds):

@@ -23,14 +23,18 @@ SCOPE_ID = DEVICE_ID_RE
 """What a site or device id in a scope looks like."""
 
 
-def check_strings(values: Any, field: str, *, pattern: re.Pattern[str] | None, max_len: int) -> list[str]:
-    """A scope list: at most MAX_SCOPE strings, each well-formed."""
+def _scope_list(values: Any, field: str, what: str) -> list[Any]:
     if not isinstance(values, list):
-        raise ValidationError("must be a list of strings", field=field)
+        raise ValidationError(f"must be a list of {what}", field=field)
     if len(values) > MAX_SCOPE:
         raise ValidationError(f"give at most {MAX_SCOPE} entries", field=field)
+    return values
+
+
+def check_strings(values: Any, field: str, *, pattern: re.Pattern[str] | None, max_len: int) -> list[str]:
+    """A scope list: at most MAX_SCOPE strings, each well-formed."""
     out: list[str] = []
-    for i, value in enumerate(values):
+    for i, value in enumerate(_scope_list(values, field, "strings")):
         if not isinstance(value, str) or not 1 <= len(value) <= max_len:
             raise ValidationError(f"must be a string of 1-{max_len} characters", field=f"{field}[{i}]")
         if pattern is not None and not pattern.match(value):
@@ -42,33 +46,18 @@ def check_strings(values: Any, field: str, *, pattern: re.Pattern[str] | None, m
 
 def check_group_ids(values: Any, field: str = "group_ids") -> list[str]:
     """A list of at most MAX_SCOPE device group UUIDs, canonical."""
-    if not isinstance(values, list):
-        raise ValidationError("must be a list of device group UUIDs", field=field)
-    if len(values) > MAX_SCOPE:
-        raise ValidationError(f"give at most {MAX_SCOPE} entries", field=field)
     groups: list[str] = []
-    for i, group_id in enumerate(values):
+    for i, group_id in enumerate(_scope_list(values, field, "device group UUIDs")):
         canonical = parse_uuid(group_id, f"{field}[{i}]")
         if canonical not in groups:
             groups.append(canonical)
     return groups
 
 
-async def require_groups(conn: AsyncConnection, tenant_id: str, group_ids: list[str],
-                         field: str = "group_ids") -> None:
-    """Every group must be one of the tenant's device groups; the error names the first that is not."""
-    if not group_ids:
-        return
-    found = set((await conn.execute(text(
-        "SELECT group_id::text FROM device_groups WHERE tenant_id = :t AND group_id = ANY(CAST(:g AS uuid[]))"),
-        {"t": tenant_id, "g": group_ids})).scalars().all())
-    for i, group_id in enumerate(group_ids):
-        if group_id not in found:
-            raise ValidationError(f"no device group {group_id} in this tenant", field=f"{field}[{i}]")
-
-
 _EXISTING = {
     "site_ids": ("site", "SELECT site_id FROM sites WHERE tenant_id = :t AND site_id = ANY(CAST(:ids AS text[]))"),
+    "group_ids": ("device group", "SELECT group_id::text FROM device_groups WHERE tenant_id = :t "
+                                  "AND group_id = ANY(CAST(:ids AS uuid[]))"),
     "device_ids": ("device", "SELECT device_id FROM devices WHERE tenant_id = :t "
                              "AND device_id = ANY(CAST(:ids AS text[]))"),
 }
@@ -81,9 +70,6 @@ async def require_scope(conn: AsyncConnection, tenant_id: str, scope: dict[str, 
     for field in fields:
         ids = scope.get(field) or []
         if not ids:
-            continue
-        if field == "group_ids":
-            await require_groups(conn, tenant_id, ids, field)
             continue
         noun, sql = _EXISTING[field]
         found = set((await conn.execute(text(sql), {"t": tenant_id, "ids": ids})).scalars().all())
