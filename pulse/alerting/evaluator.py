@@ -38,7 +38,7 @@ from pulse.alerting.rules import (
 )
 from pulse.alerting.service import AlertSignal, clear_alert, notify_device_states, raise_alert
 from pulse.alerting.windows import GapState, anomaly_samples, gap_changes, rate_samples
-from pulse.db import is_data_error, sqlstate, system_tx
+from pulse.db import driver_connection, is_data_error, sqlstate, system_tx
 from pulse.errors import ValidationError
 
 log = logging.getLogger("pulse.evaluate")
@@ -55,6 +55,7 @@ GAP_CHECK_EVERY = timedelta(seconds=10)
 
 
 _NONE: frozenset[str] = frozenset()
+_NO_RULES: frozenset[int] = frozenset()
 
 
 @dataclass(slots=True)
@@ -67,14 +68,15 @@ class DeviceSnapshot:
     metrics: dict[str, Any]
     last_telemetry_at: datetime | None
     metrics_at: dict[str, Any]  # metric -> newest reading's time (ISO text)
+    status: str = "ONLINE"  # device_state.status when the chunk was read
     in_maintenance: bool = False  # in a maintenance window now: nothing is raised for it
     open_fps: frozenset[str] = _NONE  # fingerprints of the device's open alerts
     # Set before the rules are applied (see pulse.alerting.judged): the readings now, the rules to judge (None: all),
-    # what judging changed (fingerprint -> open), the rules to judge again next time.
+    # what judging changed (fingerprint -> open), the rules to judge again next time (both None until there is one).
     readings: array[int] | None = None
     todo: set[int] | None = None
-    changes: dict[str, bool] = field(default_factory=dict)
-    again: set[int] = field(default_factory=set)
+    changes: dict[str, bool] | None = None
+    again: set[int] | None = None
 
     def is_open(self, rule: Rule) -> bool:
         return bool(self.open_fps) and rule.fingerprint(self.device_id) in self.open_fps
@@ -192,7 +194,7 @@ class Evaluator:
             held = await self.maintenance.devices_in_maintenance(conn, tenant_id, [s.device_id for s in snaps], now)
             for snap in snaps:
                 snap.in_maintenance = snap.device_id in held
-        await _mark_online(conn, [(s.tenant_id, s.device_id) for s in snapshots], now)
+        await _mark_online(conn, [(s.tenant_id, s.device_id) for s in snapshots if s.status != "ONLINE"], now)
         open_rows = (await conn.execute(text(
             "SELECT a.tenant_id, a.device_id, a.fingerprint, "
             "  a.alert_type = 'NO_HEARTBEAT' AND ds.last_seen_at > a.opened_at AS spoke_since "
@@ -215,44 +217,50 @@ class Evaluator:
             index = self.rule_index.get(tenant_id)
             if index is None:
                 continue
-            for snap in snaps:
+            marked: list[list[DeviceSnapshot]] = [[] for _ in index.rules]  # per rule: devices with news for it
+            every = range(len(index.rules))
+            for snap in snaps:  # in order, so each rule's devices are too (the lock order)
                 snap.readings = index.readings(snap.metrics_at, snap.metrics)
                 snap.todo = to_judge(self.judged.get((snap.tenant_id, snap.device_id)), index, snap.readings,
                                      snap.in_maintenance, snap.open_fps)
+                for position in every if snap.todo is None else snap.todo:
+                    marked[position].append(snap)
             for position, rule in enumerate(index.rules):
-                targets = (snaps if rule.unscoped else
-                           [s for s in snaps if rule.applies_to(s.device_id, s.site_id, s.tags, s.groups)])
-                if targets:
-                    await self._apply_rule(conn, rule, position, targets, now)
+                await self._apply_rule(conn, rule, position, snaps, marked[position], now)
             for snap in snaps:
                 assert snap.readings is not None
                 self.judged[(snap.tenant_id, snap.device_id)] = Judged(
                     index, snap.readings, snap.in_maintenance,
                     left_open(snap.open_fps, snap.changes.items()) if snap.changes else snap.open_fps,
-                    frozenset(snap.again))
+                    frozenset(snap.again) if snap.again else _NO_RULES)
 
-    async def _apply_rule(self, conn: AsyncConnection, rule: Rule, position: int, targets: list[DeviceSnapshot],
-                          now: datetime) -> None:
-        """Judge the chunk's devices under one rule (at `position` in its tenant's): only those with something new
-        for it (see `judged`); window rules with one query for the whole chunk."""
+    async def _apply_rule(self, conn: AsyncConnection, rule: Rule, position: int, snaps: list[DeviceSnapshot],
+                          marked: list[DeviceSnapshot], now: datetime) -> None:
+        """Judge the chunk's devices (`snaps`) under one rule (at `position` in its tenant's): only those with
+        something new for it (`marked`, see `judged`); window rules with one query for the whole chunk."""
         d = rule.definition
         if isinstance(d, GapDefinition):
             # Gaps open in check_gaps; here a device whose metric is back has its gap alert closed at once.
-            gapped = [s.device_id for s in targets if s.is_open(rule)]
+            gapped = [s for s in snaps if s.is_open(rule) and self._in_scope(rule, s)]
             if gapped:
-                held = {s.device_id for s in targets if s.in_maintenance}
-                for change in await gap_changes(conn, rule, d.metric, now - _gap_span(rule, d), device_ids=gapped):
+                held = {s.device_id for s in gapped if s.in_maintenance}
+                for change in await gap_changes(conn, rule, d.metric, now - _gap_span(rule, d),
+                                                device_ids=[s.device_id for s in gapped]):
                     await self._settle_gap(conn, rule, d, change, now, in_maintenance=change.device_id in held)
             return
         rechecked: set[str] = set()  # window verdicts due again without a newer reading (a late sample may count)
-        judged: list[DeviceSnapshot] = []
-        for s in targets:
-            if s.todo is None or position in s.todo:
-                judged.append(s)
-            elif isinstance(d, RateDefinition | AnomalyDefinition) and self._window_due(rule, d, s, now):
-                rechecked.add(s.device_id)
-                judged.append(s)
-        targets = judged
+        if isinstance(d, RateDefinition | AnomalyDefinition):
+            targets: list[DeviceSnapshot] = []
+            for s in snaps:
+                if not self._in_scope(rule, s):
+                    continue
+                if s.todo is None or position in s.todo:
+                    targets.append(s)
+                elif self._window_due(rule, d, s, now):
+                    rechecked.add(s.device_id)
+                    targets.append(s)
+        else:
+            targets = marked if rule.unscoped else [s for s in marked if self._in_scope(rule, s)]
         if not targets:
             return
         verdicts: dict[str, Verdict]
@@ -269,9 +277,17 @@ class Evaluator:
                 continue  # no newer reading: only an alert to open or to close is news
             after = await self._settle(conn, rule, snap, verdict, is_open, now)
             if after is None:
+                if snap.again is None:
+                    snap.again = set()
                 snap.again.add(position)
             elif after != is_open:
+                if snap.changes is None:
+                    snap.changes = {}
                 snap.changes[rule.fingerprint(snap.device_id)] = after
+
+    @staticmethod
+    def _in_scope(rule: Rule, snap: DeviceSnapshot) -> bool:
+        return rule.unscoped or rule.applies_to(snap.device_id, snap.site_id, snap.tags, snap.groups)
 
     def _window_due(self, rule: Rule, d: RateDefinition | AnomalyDefinition, snap: DeviceSnapshot,
                     now: datetime) -> bool:
@@ -440,26 +456,37 @@ def _metric(d: ThresholdDefinition | MultiDefinition | RateDefinition | AnomalyD
     return None if isinstance(d, MultiDefinition) else d.metric
 
 
+_SNAPSHOTS = """
+SELECT d.tenant_id, d.device_id, d.site_id, d.tags, ds.latest_metrics, ds.latest_metrics_at, ds.last_telemetry_at,
+  ds.status, coalesce(array(SELECT m.group_id::text FROM device_group_members m
+    WHERE m.tenant_id = d.tenant_id AND m.device_id = d.device_id), '{}') AS groups
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(tenant_id, device_id, n)
+JOIN devices d ON d.tenant_id = k.tenant_id AND d.device_id = k.device_id
+JOIN device_state ds ON ds.tenant_id = d.tenant_id AND ds.device_id = d.device_id
+WHERE d.status = 'ACTIVE' ORDER BY k.n
+"""
+
+
 async def _load_snapshots(conn: AsyncConnection, keys: list[DeviceKey]) -> list[DeviceSnapshot]:
-    """The ACTIVE devices among `keys` with their latest metrics, in the order of `keys`."""
-    rows = (await conn.execute(text(
-        "SELECT d.tenant_id, d.device_id, d.site_id, d.tags, ds.latest_metrics, ds.latest_metrics_at, "
-        "  ds.last_telemetry_at, "
-        "  coalesce(array(SELECT m.group_id::text FROM device_group_members m "
-        "    WHERE m.tenant_id = d.tenant_id AND m.device_id = d.device_id), '{}') AS groups "
-        "FROM unnest(CAST(:t AS text[]), CAST(:d AS text[])) WITH ORDINALITY AS k(tenant_id, device_id, n) "
-        "JOIN devices d ON d.tenant_id = k.tenant_id AND d.device_id = k.device_id "
-        "JOIN device_state ds ON ds.tenant_id = d.tenant_id AND ds.device_id = d.device_id "
-        "WHERE d.status = 'ACTIVE' ORDER BY k.n"),
-        {"t": [k[0] for k in keys], "d": [k[1] for k in keys]})).all()
-    return [DeviceSnapshot(r.tenant_id, r.device_id, r.site_id, frozenset(r.tags) if r.tags else _NONE,
-                           frozenset(r.groups) if r.groups else _NONE, r.latest_metrics or {}, r.last_telemetry_at,
-                           r.latest_metrics_at or {})
-            for r in rows]
+    """The ACTIVE devices among `keys` with their latest metrics, in the order of `keys`.
+
+    Fetched on the driver's connection (same transaction, same jsonb decoding): this runs for every woken device and
+    the driver's records cost a fraction of result rows."""
+    raw = await driver_connection(conn)
+    rows = await raw.fetch(_SNAPSHOTS, [k[0] for k in keys], [k[1] for k in keys])
+    return [DeviceSnapshot(tenant_id, device_id, site_id, frozenset(tags) if tags else _NONE,
+                           frozenset(groups) if groups else _NONE, metrics or {}, last_telemetry_at, metrics_at or {},
+                           status)
+            for tenant_id, device_id, site_id, tags, metrics, metrics_at, last_telemetry_at, status, groups in rows]
 
 
 async def _mark_online(conn: AsyncConnection, keys: list[DeviceKey], now: datetime) -> None:
-    """Any accepted message is a sign of life: devices that were not ONLINE become ONLINE (recorded)."""
+    """Any accepted message is a sign of life: devices that were not ONLINE become ONLINE (recorded).
+
+    Called with the chunk's devices that were not ONLINE when it was read. Only this instance's liveness pass,
+    which runs between chunks, turns its devices STALE or OFFLINE, and that pass leaves a device that has spoken
+    since it looked (see _LIVENESS), so a device read as ONLINE needs nothing here. (While a partition moves to
+    another instance, that one's pass may turn a device STALE in between; its next message marks it ONLINE.)"""
     if not keys:
         return
     changed = (await conn.execute(text(

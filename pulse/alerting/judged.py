@@ -14,6 +14,8 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import compress, count
+from operator import ne, not_
 from typing import Any
 
 from pulse.alerting.rules import GapDefinition, MultiDefinition, Rule
@@ -47,9 +49,11 @@ class RuleIndex:
         return self.position.get(fingerprint[5:].split(":", 1)[0])
 
     def readings(self, metrics_at: Mapping[str, Any], values: Mapping[str, Any]) -> array[int]:
-        """A hash of each metric's newest reading (time and value); 0 for one that cannot be hashed (never equal)."""
-        try:
-            return array("q", [hash((metrics_at.get(m), values.get(m))) or 1 for m in self.metrics])
+        """A hash of each metric's newest reading (time and value); 0 for one that cannot be hashed (never equal,
+        and so is a reading whose hash happens to be 0: judged every time, which is only extra work)."""
+        try:  # map/zip: the loop runs in C, for every woken device
+            return array("q", map(hash, zip(map(metrics_at.get, self.metrics), map(values.get, self.metrics),
+                                             strict=True)))
         except TypeError:  # a value that cannot be hashed (not one ingest stores): metric by metric
             out = array("q", bytes(8 * len(self.metrics)))
             for i, metric in enumerate(self.metrics):
@@ -78,8 +82,12 @@ def to_judge(before: Judged | None, index: RuleIndex, readings: array[int], in_m
     if before is None or before.index is not index or before.in_maintenance != in_maintenance:
         return None
     todo = set(before.again)
-    for i, (was, now) in enumerate(zip(before.readings, readings, strict=True)):
-        if was != now or now == 0:
+    if len(before.readings) != len(readings):
+        raise ValueError("readings of another rule index")
+    for i in compress(count(), map(ne, before.readings, readings)):  # the metrics with a newer reading, found in C
+        todo.update(index.rules_of_metric[i])
+    if 0 in readings:  # a reading that could not be hashed: its rules are judged every time
+        for i in compress(count(), map(not_, readings)):
             todo.update(index.rules_of_metric[i])
     if open_fps != before.open_fps:  # opened or closed by someone else (a manual close, a NO_HEARTBEAT, a gap)
         todo.update(p for p in (index.rule_of(fp) for fp in open_fps ^ before.open_fps) if p is not None)

@@ -250,11 +250,14 @@ def parse_definition(rule_type: str, definition: Any) -> Definition:
 # --- comparisons ------------------------------------------------------------------------------------------------
 
 def _number(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int | float) and math.isfinite(v):
+    kind = type(v)  # exact types first: this runs for every judged reading (bool is an int, and not a number here)
+    if kind is float:
+        return v if math.isfinite(v) else None
+    if kind is int:
         return float(v)
-    return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
 
 
 def compare(op: str, observed: Any, threshold: Any) -> bool:
@@ -321,11 +324,17 @@ def describe(d: Definition) -> str:
 
 # --- verdicts ---------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     state: VerdictState
     value: Any = None
-    observation: str = ""  # e.g. "temp_c is 31.5": the alert summary on BREACH, the close reason on CLEAR
+    text: str = ""
+    metric: str | None = None  # one metric's reading: the observation is "{metric} is {value}", written when read
+
+    @property
+    def observation(self) -> str:
+        """e.g. "temp_c is 31.5": the alert summary on BREACH, the close reason on CLEAR."""
+        return self.text if self.metric is None else f"{self.metric} is {self.value}"
 
 
 @dataclass(frozen=True)
@@ -351,10 +360,10 @@ class AnomalySample:
 
 def threshold_verdict(d: ThresholdDefinition, metrics: dict[str, Any]) -> Verdict:
     observed = metrics.get(d.metric)
-    observation = f"{d.metric} is {observed}"
     if compare(d.op, observed, d.value):
-        return Verdict("BREACH", observed, observation)
-    return Verdict("CLEAR" if is_cleared(d, observed) else "HOLD", observed, observation)
+        return Verdict("BREACH", observed, metric=d.metric)
+    cleared = observed is not None and _past_clear(d.op, _number(observed), d.clear_value)  # is_cleared, compared once
+    return Verdict("CLEAR" if cleared else "HOLD", observed, metric=d.metric)
 
 
 def multi_verdict(d: MultiDefinition, metrics: dict[str, Any]) -> Verdict:
