@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -22,7 +23,9 @@ from pulse.alerting.partitions import partition_of, partition_sql
 from pulse.alerting.rules import (
     RULE_TYPES,
     SEVERITY_NAMES,
+    ZERO_VARIANCE,
     AnomalyDefinition,
+    AnomalySample,
     GapDefinition,
     MultiDefinition,
     RateDefinition,
@@ -37,7 +40,7 @@ from pulse.alerting.rules import (
     threshold_verdict,
 )
 from pulse.alerting.service import AlertSignal, clear_alert, notify_device_states, raise_alert
-from pulse.alerting.windows import GapState, anomaly_samples, gap_changes, rate_samples
+from pulse.alerting.windows import AnomalyStep, GapState, anomaly_samples, anomaly_steps, gap_changes, rate_samples
 from pulse.db import driver_connection, is_data_error, sqlstate, system_tx
 from pulse.errors import ValidationError
 
@@ -90,6 +93,44 @@ class _WindowVerdict:
     verdict: Verdict
 
 
+@dataclass(frozen=True, slots=True)
+class _Baseline:
+    """An ANOMALY rule's baseline of one device: its samples before the latest one (at `latest_at`), in the window,
+    as count and sums of (value - shift) and of its square (shift: the mean when it was last read whole)."""
+
+    definition: AnomalyDefinition
+    latest_at: datetime
+    shift: float
+    n: int
+    s: float
+    ss: float
+    full_at: datetime  # when it was last read whole
+
+    @classmethod
+    def of(cls, d: AnomalyDefinition, sample: AnomalySample, now: datetime) -> _Baseline | None:
+        if sample.count < 2 or sample.mean is None or sample.stddev is None:
+            return None
+        return cls(d, sample.latest_at, sample.mean, sample.count, 0.0, sample.stddev ** 2 * (sample.count - 1),
+                   now)
+
+    def moved(self, step: AnomalyStep) -> _Baseline | None:
+        """The baseline after `step`; None when it should be read whole (fewer than 2 samples, no variance)."""
+        n = self.n + step.n_in - step.n_out
+        if n < 2:
+            return None
+        s, ss = self.s + step.s_in - step.s_out, self.ss + step.ss_in - step.ss_out
+        variance = (ss - s * s / n) / (n - 1)
+        mean = self.shift + s / n
+        if variance <= (100 * ZERO_VARIANCE * max(1.0, abs(mean))) ** 2:
+            return None
+        return _Baseline(self.definition, step.latest_at, self.shift, n, s, ss, self.full_at)
+
+    def sample(self, latest: float) -> AnomalySample:
+        mean = self.shift + self.s / self.n
+        return AnomalySample(latest, self.latest_at, self.n, mean,
+                             math.sqrt((self.ss - self.s * self.s / self.n) / (self.n - 1)))
+
+
 @dataclass
 class Evaluator:
     """Holds enabled rules in memory and evaluates the devices it is told have new data.
@@ -115,6 +156,7 @@ class Evaluator:
     # (rule_id, device_id) -> when the condition started holding, for rules with for_seconds and no open alert.
     pending_since: dict[tuple[str, str], datetime] = field(default_factory=dict)
     window_verdicts: dict[tuple[str, str], _WindowVerdict] = field(default_factory=dict)
+    baselines: dict[tuple[str, str], _Baseline] = field(default_factory=dict)  # (ANOMALY rule_id, device_id)
     judged: dict[DeviceKey, Judged] = field(default_factory=dict)  # dropped for a tenant whose rules change
     gaps_checked_at: datetime | None = None
     maintenance: MaintenanceCache = field(default_factory=MaintenanceCache)
@@ -289,6 +331,38 @@ class Evaluator:
     def _in_scope(rule: Rule, snap: DeviceSnapshot) -> bool:
         return rule.unscoped or rule.applies_to(snap.device_id, snap.site_id, snap.tags, snap.groups)
 
+    async def _anomaly_samples(self, conn: AsyncConnection, rule: Rule, d: AnomalyDefinition, device_ids: list[str],
+                               now: datetime) -> dict[str, AnomalySample]:
+        """ANOMALY baselines: moved on from the one kept for the device (only the samples that entered and left it
+        are read), else read whole; read whole at least every WINDOW_VERDICT_TTL (late samples, rounding), and
+        whenever the moved-on one has (nearly) no variance, so that a flat baseline is judged exactly."""
+        out: dict[str, AnomalySample] = {}
+        kept = {i: b for i in device_ids
+                if (b := self.baselines.get((rule.rule_id, i))) is not None and b.definition == d
+                and now - b.full_at < WINDOW_VERDICT_TTL}
+        whole = [i for i in device_ids if i not in kept]
+        if kept:
+            steps = await anomaly_steps(conn, rule.tenant_id, {i: (b.latest_at, b.shift) for i, b in kept.items()},
+                                        d.metric, d.window_seconds)
+            for device_id, b in kept.items():
+                step = steps.get(device_id)
+                moved = None if step is None else b.moved(step)
+                if step is None or moved is None:
+                    whole.append(device_id)
+                    continue
+                self.baselines[(rule.rule_id, device_id)] = moved
+                out[device_id] = moved.sample(step.latest)
+        if whole:
+            for device_id, sample in (await anomaly_samples(conn, rule.tenant_id, whole, d.metric,
+                                                            d.window_seconds)).items():
+                out[device_id] = sample
+                baseline = _Baseline.of(d, sample, now)
+                if baseline is None:
+                    self.baselines.pop((rule.rule_id, device_id), None)
+                else:
+                    self.baselines[(rule.rule_id, device_id)] = baseline
+        return out
+
     def _window_due(self, rule: Rule, d: RateDefinition | AnomalyDefinition, snap: DeviceSnapshot,
                     now: datetime) -> bool:
         """Whether a reused RATE/ANOMALY verdict has outlived WINDOW_VERDICT_TTL (or was dropped)."""
@@ -319,7 +393,7 @@ class Evaluator:
                 rates = await rate_samples(conn, rule.tenant_id, stale, d.metric, d.window_seconds)
                 fresh = {i: rate_verdict(d, rates.get(i)) for i in stale}
             else:
-                samples = await anomaly_samples(conn, rule.tenant_id, stale, d.metric, d.window_seconds)
+                samples = await self._anomaly_samples(conn, rule, d, stale, now)
                 fresh = {i: anomaly_verdict(d, samples.get(i)) for i in stale}
             anchors = {s.device_id: s.metrics_at.get(d.metric) for s in targets}
             for device_id, verdict in fresh.items():
@@ -420,7 +494,7 @@ class Evaluator:
 
     def forget_devices(self, owns: Owns) -> None:
         """Drop the in-memory windows (for_seconds) of devices this instance no longer evaluates."""
-        for table in (self.pending_since, self.window_verdicts):
+        for table in (self.pending_since, self.window_verdicts, self.baselines):
             for key in list(table):
                 rule = self.rule_by_id.get(key[0])
                 if rule is None or not owns(rule.tenant_id, key[1]):
@@ -432,6 +506,9 @@ class Evaluator:
         for key, cached in list(self.window_verdicts.items()):
             if now - cached.at >= WINDOW_VERDICT_TTL:
                 del self.window_verdicts[key]
+        for key, baseline in list(self.baselines.items()):
+            if now - baseline.full_at >= WINDOW_VERDICT_TTL:
+                del self.baselines[key]
 
     def due_pending(self, now: datetime) -> set[DeviceKey]:
         """Devices whose for_seconds window has run out since their last evaluation."""

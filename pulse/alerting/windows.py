@@ -57,6 +57,55 @@ CROSS JOIN LATERAL (
 """
 
 
+# The baseline of a device whose latest sample moved from `p.at` to `latest.latest_at` (both L0 < L1): the samples
+# that entered it, in [L0, L1), and those that left it, in (L0 - w, L1 - w]; as count, and sums of (v - shift) and
+# of its square. Two short index ranges instead of the whole window.
+_SUMS = """
+SELECT count(*) AS n, coalesce(sum(v - p.shift), 0) AS s, coalesce(sum((v - p.shift) * (v - p.shift)), 0) AS ss
+FROM (SELECT CAST(t.metrics ->> CAST(:m AS text) AS float8) AS v FROM telemetry t
+      WHERE t.tenant_id = :t AND t.device_id = latest.device_id AND {numeric} AND {range}) x
+"""
+_ANOMALY_STEP = f"""
+SELECT latest.device_id, latest.latest_at, latest.latest, i.n AS n_in, i.s AS s_in, i.ss AS ss_in,
+  o.n AS n_out, o.s AS s_out, o.ss AS ss_out
+FROM ({_LATEST}) latest
+JOIN unnest(CAST(:d AS text[]), CAST(:prev AS timestamptz[]), CAST(:shift AS float8[])) AS p(device_id, at, shift)
+  ON p.device_id = latest.device_id
+CROSS JOIN LATERAL ({_SUMS.format(numeric=_NUMERIC, range="t.time >= p.at AND t.time < latest.latest_at")}) i
+CROSS JOIN LATERAL ({_SUMS.format(numeric=_NUMERIC, range="t.time > p.at - CAST(:w AS interval) "
+                                  "AND t.time <= latest.latest_at - CAST(:w AS interval)")}) o
+WHERE latest.latest_at >= p.at
+"""
+
+
+@dataclass(frozen=True)
+class AnomalyStep:
+    """How a device's ANOMALY baseline changed since its latest sample was `at` (see anomaly_steps)."""
+
+    latest_at: datetime
+    latest: float
+    n_in: int
+    s_in: float
+    ss_in: float
+    n_out: int
+    s_out: float
+    ss_out: float
+
+
+async def anomaly_steps(conn: AsyncConnection, tenant_id: str, previous: dict[str, tuple[datetime, float]],
+                        metric: str, window_seconds: int) -> dict[str, AnomalyStep]:
+    """For devices whose baseline was last taken at their latest sample `at` ({device: (at, shift)}): the latest
+    sample now, and the samples that entered and left the baseline since, summed as (value - shift). Devices with no
+    latest sample, or an older one than `at`, are absent."""
+    devices = list(previous)
+    rows = (await conn.execute(text(_ANOMALY_STEP), {
+        "t": tenant_id, "d": devices, "prev": [previous[i][0] for i in devices],
+        "shift": [previous[i][1] for i in devices], "m": metric, "lookback": ANCHOR_LOOKBACK,
+        "w": timedelta(seconds=window_seconds)})).all()
+    return {r.device_id: AnomalyStep(r.latest_at, r.latest, int(r.n_in), r.s_in, r.ss_in, int(r.n_out), r.s_out,
+                                     r.ss_out) for r in rows}
+
+
 async def rate_samples(conn: AsyncConnection, tenant_id: str, device_ids: list[str], metric: str,
                        window_seconds: int) -> dict[str, RateSample]:
     """First and last sample in each device's window (devices with no sample are absent)."""
