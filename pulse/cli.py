@@ -122,6 +122,9 @@ def _worker_body(process_type: str) -> Callable[[Settings, asyncio.Event], Await
         return ingest_run
     if process_type == "evaluate":
         from pulse.alerting.worker import run as evaluate_run
+        from pulse.alerting.worker import settle_collector
+
+        settle_collector()  # this process only evaluates
         return evaluate_run
     if process_type == "escalate":
         from pulse.oncall.worker import run as escalate_run
