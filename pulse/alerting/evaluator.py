@@ -563,7 +563,11 @@ async def _mark_online(conn: AsyncConnection, keys: list[DeviceKey], now: dateti
     Called with the chunk's devices that were not ONLINE when it was read. Only this instance's liveness pass,
     which runs between chunks, turns its devices STALE or OFFLINE, and that pass leaves a device that has spoken
     since it looked (see _LIVENESS), so a device read as ONLINE needs nothing here. (While a partition moves to
-    another instance, that one's pass may turn a device STALE in between; its next message marks it ONLINE.)"""
+    another instance, that one's pass may turn a device STALE in between; its next message marks it ONLINE.)
+
+    A row another transaction holds is skipped, not waited for: it is ingest writing a newer message of the device
+    (whose commit wakes the evaluator for it again) or a liveness pass. Waiting made a deadlock with ingest's batch
+    update, which takes the same rows in another order; PostgreSQL broke it by failing this chunk."""
     if not keys:
         return
     changed = (await conn.execute(text(
@@ -572,7 +576,7 @@ async def _mark_online(conn: AsyncConnection, keys: list[DeviceKey], now: dateti
         "  FROM (SELECT s.tenant_id, s.device_id, s.status AS old FROM device_state s "
         "        JOIN unnest(CAST(:t AS text[]), CAST(:d AS text[])) AS k(tenant_id, device_id) "
         "          ON s.tenant_id = k.tenant_id AND s.device_id = k.device_id "
-        "        WHERE s.status <> 'ONLINE' ORDER BY s.tenant_id, s.device_id FOR UPDATE OF s) prev "
+        "        WHERE s.status <> 'ONLINE' ORDER BY s.tenant_id, s.device_id FOR UPDATE OF s SKIP LOCKED) prev "
         "  WHERE ds.tenant_id = prev.tenant_id AND ds.device_id = prev.device_id "
         "    AND ds.last_seen_at > coalesce(ds.last_state_change_at, '-infinity') "
         "  RETURNING ds.tenant_id, ds.device_id, prev.old), "

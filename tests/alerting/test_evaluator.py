@@ -312,6 +312,38 @@ async def test_a_message_committed_while_the_liveness_pass_runs_keeps_the_device
     assert history == ["ONLINE"]
 
 
+async def test_marking_a_device_online_skips_a_row_ingest_holds_and_marks_it_on_the_next_wake_up(
+        engine: AsyncEngine) -> None:
+    """Ingest's batch update and the evaluator's ONLINE mark take device_state rows in different orders; waiting for
+    ingest's rows deadlocked. The evaluator now leaves a held row (ingest's commit wakes it for the device again)."""
+    tenant = await make_tenant(engine, heartbeat_interval_s=30)
+    device = await make_device(engine, tenant)
+    ev = Evaluator(engine)
+    await ev.load_rules()
+    key = [(tenant.tenant_id, device)]
+    await _report(engine, tenant, device, T0, temp_c=20)
+    await ev.evaluate_devices(key, T0)
+    async with system_tx(engine) as conn:
+        await liveness_pass(conn, T0 + timedelta(seconds=31))
+    await _report(engine, tenant, device, T0 + timedelta(seconds=40), temp_c=21)  # it speaks again
+
+    async def status() -> str:
+        async with system_tx(engine) as conn:
+            return str((await conn.execute(text("SELECT status FROM device_state WHERE tenant_id = :t AND device_id = :d"),
+                                           {"t": tenant.tenant_id, "d": device})).scalar_one())
+
+    assert await status() == "STALE"
+    async with engine.connect() as ingest:  # ingest's next batch holds the row, not yet committed
+        tx = await ingest.begin()
+        await ingest.execute(text("UPDATE device_state SET last_seen_at = :at WHERE tenant_id = :t AND device_id = :d"),
+                             {"at": T0 + timedelta(seconds=41), "t": tenant.tenant_id, "d": device})
+        await asyncio.wait_for(ev.evaluate_devices(key, T0 + timedelta(seconds=41)), 30)  # does not wait for it
+        assert await status() == "STALE"
+        await tx.commit()
+    await ev.evaluate_devices(key, T0 + timedelta(seconds=42))  # the wake-up of ingest's commit
+    assert await status() == "ONLINE"
+
+
 async def test_liveness_stale_offline_and_back_online(engine: AsyncEngine) -> None:
     tenant = await make_tenant(engine, heartbeat_interval_s=30)
     device = await make_device(engine, tenant)
