@@ -165,7 +165,8 @@ async def _recorded(url: str, plan: LoadPlan, started: datetime, published_until
 
 
 async def live(args: argparse.Namespace) -> dict[str, Any]:
-    plan = make_plan(args.tenants, args.devices, args.duration, args.breach_rate, args.silent, args.warmup)
+    plan = make_plan(args.tenants, args.devices, args.duration, args.breach_rate, args.silent, args.warmup,
+                     rounds_per_s=args.rate / args.tenants / args.devices if args.publisher == "c" else None)
     url = await new_database("bench_evaluate")
     tmp = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
     broker, port = start_broker(tmp)
@@ -182,12 +183,15 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
         await _wait_for_partitions(url, 60)
         await asyncio.sleep(3 * args.rebalance)  # several evaluators: let the shares settle
         cpu0 = [sum(psutil.Process(p.pid).cpu_times()[:2]) for p in evaluators]
+        machine0, checkpoints0 = psutil.cpu_times(), await _checkpoints(url)
         started = datetime.now(UTC)
         watcher = Watcher(plan, args.silent_interval)
         watcher.start_wall = time.time()
         watch = asyncio.create_task(watcher.run(url))
         pub = await asyncio.to_thread(publish, port, plan, args.rate, args.duration, args.publishers, args.publisher)
         published_until = datetime.now(UTC)
+        machine = _machine_share(machine0, psutil.cpu_times())
+        machine["checkpoints"] = await _checkpoints(url) - checkpoints0
         deadline = time.monotonic() + args.silent_interval + 10
         while not watcher.settled() and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
@@ -232,7 +236,26 @@ async def live(args: argparse.Namespace) -> dict[str, Any]:
             **_stats(publish_to_alert, "publish_to_alert"),
             "silent_devices": len(plan.silent), "silent_interval_s": args.silent_interval,
             **_stats(stale_visible, "stale_late_visible"), **_stats(stale_recorded, "stale_late_recorded"),
-            "wrongly_stale": recorded["wrongly_stale"], "evaluator_cpu_s": cpu, "exit_codes": exits}
+            "wrongly_stale": recorded["wrongly_stale"], "evaluator_cpu_s": cpu, "machine_while_publishing": machine,
+            "exit_codes": exits}
+
+
+def _machine_share(before: Any, after: Any) -> dict[str, float]:
+    """Shares of the machine's CPU time (all cores) between two psutil.cpu_times(): busy, idle, iowait, steal."""
+    spent = {k: getattr(after, k) - getattr(before, k) for k in after._fields if k not in ("guest", "guest_nice")}
+    total = sum(spent.values()) or 1.0
+    idle, iowait, steal = spent.get("idle", 0.0), spent.get("iowait", 0.0), spent.get("steal", 0.0)
+    return {"busy": round((total - idle - iowait - steal) / total, 3), "idle": round(idle / total, 3),
+            "iowait": round(iowait / total, 3), "steal": round(steal / total, 3)}
+
+
+async def _checkpoints(url: str) -> int:
+    """Checkpoints PostgreSQL has started so far (timed and requested)."""
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"))
+    finally:
+        await conn.close()
 
 
 def _backend_cpu_s(pid: int) -> float | None:
@@ -321,8 +344,10 @@ async def main() -> None:
     parser.add_argument("--chunk", type=int, default=0, help="PULSE_EVALUATE_CHUNK of the evaluators (0: default)")
     parser.add_argument("--workers", type=int, default=2, help="`pulse ingest` worker processes")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
-    parser.add_argument("--publisher", choices=["raw", "gmqtt"], default="raw",
-                        help="raw: MQTT over a plain socket (little CPU); gmqtt: the gmqtt client")
+    parser.add_argument("--publisher", choices=["raw", "gmqtt", "c"], default="raw",
+                        help="raw: MQTT over a plain socket (little CPU); gmqtt: the gmqtt client; c: steady "
+                             "telemetry from bench/pub.c (least CPU; needs cc), one process per tenant, breaches from "
+                             "one raw publisher")
     parser.add_argument("--liveness-devices", type=int, default=0,
                         help="instead: CPU of one liveness pass over this many ONLINE devices")
     parser.add_argument("--passes", type=int, default=5, help="liveness: passes measured per variant")

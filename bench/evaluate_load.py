@@ -8,12 +8,15 @@ import json
 import multiprocessing as mp
 import random
 import secrets
+import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+
+from bench.ingest import c_publisher
 
 BREACH_VALUE = 150
 THRESHOLD_RULES = 16  # rule k < 16 is a threshold on metric m{k} (breaches hit these); the rest never fire
@@ -97,16 +100,31 @@ async def prepare_fleet(url: str, tenants: int, per_tenant: int, rules: int, sil
 
 
 def make_plan(tenants: int, per_tenant: int, duration_s: float, breach_rate: float, silent: int,
-              warmup_s: float, seed: int = 1) -> LoadPlan:
-    """Who breaches when (each device at most once, after the warm-up) and who falls silent (halfway)."""
+              warmup_s: float, seed: int = 1, rounds_per_s: float | None = None) -> LoadPlan:
+    """Who breaches when (each device at most once, after the warm-up) and who falls silent (halfway).
+
+    With `rounds_per_s` (steady telemetry from publishers that cannot hold a breached metric back, bench/pub.c),
+    a breach's metric is one that the steady rotation does not send from a round before the breach to
+    ROTATION_CLEAR rounds after it, so that no steady value can replace the breach before it is judged."""
     rng = random.Random(seed)
     devices = [(f"bench-{t}", f"d{i}") for t in range(tenants) for i in range(per_tenant)]
     shuffled = rng.sample(devices, len(devices))
     quiet, loud = shuffled[:silent], shuffled[silent:]
     count = min(len(loud), int(max(0.0, duration_s - warmup_s - 2) * breach_rate))
-    breaches = [Breach(warmup_s + i / breach_rate, t, d, rng.randrange(THRESHOLD_RULES), BREACH_SEQ_BASE + i)
-                for i, (t, d) in enumerate(loud[:count])]
+    breaches = []
+    for i, (t, d) in enumerate(loud[:count]):
+        at_s = warmup_s + i / breach_rate
+        metrics = list(range(THRESHOLD_RULES))
+        if rounds_per_s:
+            now = int(at_s * rounds_per_s)
+            near = {(now + j) % 20 for j in range(-2, ROTATION_CLEAR + 1)}  # each round sends m{r} and m{r+1}
+            metrics = [k for k in metrics if k not in near]
+        breaches.append(Breach(at_s, t, d, rng.choice(metrics), BREACH_SEQ_BASE + i))
     return LoadPlan(devices=devices, breaches=breaches, silent=quiet, silence_at_s=max(warmup_s, duration_s / 2))
+
+
+ROTATION_CLEAR = 6
+"""Rounds after a breach (about seconds) in which bench/pub.c's steady rotation does not send the breached metric."""
 
 
 def _steady(round_no: int, device_index: int, skip: int = -1) -> str:
@@ -254,10 +272,41 @@ def _raw_publisher(index: int, port: int, schedule: _Schedule, duration: float, 
     asyncio.run(main())
 
 
+def publish_c(port: int, plan: LoadPlan, rate: float, duration: float) -> dict[str, Any]:
+    """Steady telemetry from bench/pub.c, one process per tenant (its devices d0.. round robin, two of m0..m19 per
+    message, silent devices quiet from plan.silence_at_s), and the breaches from one `_raw_publisher` process."""
+    binary = c_publisher()
+    tenants: dict[str, list[int]] = {}
+    for tenant, device in plan.devices:
+        tenants.setdefault(tenant, []).append(int(device[1:]))
+    silent = {t: [int(d[1:]) for tt, d in plan.silent if tt == t] for t in tenants}
+    procs = [subprocess.Popen(
+        [str(binary), "127.0.0.1", str(port), f"bench-eval-c-{t}-{secrets.token_hex(3)}", t, "0", "1",
+         str(len(numbers)), str(rate / len(tenants)), str(duration), "0", "900", "20", str(plan.silence_at_s),
+         ",".join(map(str, silent[t])) or "-1"], stdout=subprocess.PIPE, text=True)
+        for t, numbers in tenants.items()]
+    if any(numbers != list(range(len(numbers))) for numbers in tenants.values()):
+        raise ValueError("bench/pub.c publishes devices d0..dN-1 of each tenant")
+    ctx = mp.get_context("spawn")
+    result: Any = ctx.Queue()
+    breaches = ctx.Process(target=_raw_publisher, args=(
+        0, port, _Schedule([], 0, plan.breaches, [], plan.silence_at_s), duration, result))
+    breaches.start()
+    reports = [json.loads(p.communicate(timeout=duration + 120)[0]) for p in procs]
+    breach_report = result.get(timeout=duration + 120)
+    breaches.join(30)
+    return {"sent": sum(r["sent"] for r in reports) + breach_report["sent"],
+            "unacked": sum(r["unacked"] for r in reports) + breach_report["unacked"],
+            "published": dict(breach_report["published"]),
+            "cpu_s": sum(r["cpu_s"] for r in reports) + breach_report["cpu_s"]}
+
+
 def publish(port: int, plan: LoadPlan, rate: float, duration: float, processes: int, publisher: str = "raw"
             ) -> dict[str, Any]:
     """Run the publisher processes to the end; devices (and their breaches) are split between them. `publisher`:
-    "raw" (`_raw_publisher`) or "gmqtt" (`_publisher`)."""
+    "raw" (`_raw_publisher`), "gmqtt" (`_publisher`) or "c" (`publish_c`)."""
+    if publisher == "c":
+        return publish_c(port, plan, rate, duration)
     ctx = mp.get_context("spawn")
     result: Any = ctx.Queue()
     shares = [plan.devices[i::processes] for i in range(processes)]

@@ -3,9 +3,12 @@
  * at most `inflight` messages unacknowledged. It exists so that the publisher takes as little as possible of
  * the two cores that the broker, PostgreSQL and `pulse ingest` share with it.
  *
- * Usage: pub HOST PORT CLIENT_ID TENANT FIRST STEP COUNT RATE DURATION_S SEQ_BASE INFLIGHT
+ * Usage: pub HOST PORT CLIENT_ID TENANT FIRST STEP COUNT RATE DURATION_S SEQ_BASE INFLIGHT [METRICS SILENT_AT SILENT]
  *   devices are d{FIRST}, d{FIRST+STEP}, ... (COUNT of them), published round-robin;
- *   seq of a device = SEQ_BASE + (messages sent before it) / COUNT, as the Python publisher does.
+ *   seq of a device = SEQ_BASE + its round (turns before it / COUNT), as the Python publisher does.
+ *   Without METRICS a message carries {"v": n}. With METRICS (bench/evaluate.py's steady telemetry) it carries two
+ *   of m0..m{METRICS-1} in turn by round, values 40-59, and the devices in SILENT (comma-separated numbers) send
+ *   nothing from SILENT_AT seconds on.
  * Prints one JSON line: sent, cpu_s, wall_s, unacked.
  * It speaks MQTT 3.1.1 over a plain socket itself: the PUBLISH packets of one pacing tick go out in one
  * write(), and PUBACKs are read without blocking (a client library writes once per message).
@@ -87,8 +90,9 @@ static int read_acks(int fd, int wait_ms) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 12) {
-        fprintf(stderr, "usage: pub HOST PORT CLIENT_ID TENANT FIRST STEP COUNT RATE DURATION_S SEQ_BASE INFLIGHT\n");
+    if (argc != 12 && argc != 15) {
+        fprintf(stderr, "usage: pub HOST PORT CLIENT_ID TENANT FIRST STEP COUNT RATE DURATION_S SEQ_BASE INFLIGHT "
+                        "[METRICS SILENT_AT SILENT]\n");
         return 2;
     }
     const char *host = argv[1];
@@ -98,7 +102,16 @@ int main(int argc, char **argv) {
     long first = atol(argv[5]), step = atol(argv[6]), count = atol(argv[7]);
     double rate = atof(argv[8]), duration = atof(argv[9]);
     long seq_base = atol(argv[10]), inflight = atol(argv[11]);
-
+    long metrics = argc == 15 ? atol(argv[12]) : 0;
+    double silent_at = argc == 15 ? atof(argv[13]) : 0;
+    static char silent[1 << 20]; /* silent[device number] */
+    if (argc == 15) {
+        for (char *p = argv[14]; *p;) {
+            long d = strtol(p, &p, 10);
+            if (d >= 0 && d < (long)sizeof silent) silent[d] = 1;
+            if (*p == ',') p++; else break;
+        }
+    }
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {0};
     addr.sin_family = AF_INET;
@@ -129,7 +142,7 @@ int main(int argc, char **argv) {
 
     static unsigned char out[500 * 320];
     char topic[200], payload[200], ts[64];
-    long sent = 0;
+    long sent = 0, turn = 0;
     unsigned short mid = 0;
     double start = now_s();
     for (;;) {
@@ -142,12 +155,24 @@ int main(int argc, char **argv) {
         size_t o = 0;
         if (n > 0) {
             iso_now(ts, sizeof ts);
-            for (long k = 0; k < n; k++) {
-                long dev = first + (sent % count) * step;
-                long seq = seq_base + sent / count;
+            long skipped = 0;
+            for (long k = 0; k < n && skipped <= count;) { /* a whole round of silent devices: wait for the next tick */
+                long slot = turn++, idx = slot % count, round = slot / count;
+                long dev = first + idx * step;
+                if (metrics && elapsed >= silent_at && dev < (long)sizeof silent && silent[dev]) {
+                    skipped++;
+                    continue;
+                }
+                k++;
+                long seq = seq_base + round;
                 int tl = snprintf(topic, sizeof topic, "tenant/%s/device/d%ld/telemetry", tenant, dev);
-                int pl = snprintf(payload, sizeof payload, "{\"ts\":\"%s\",\"seq\":%ld,\"metrics\":{\"v\":%ld}}",
-                                  ts, seq, sent);
+                int pl = metrics
+                    ? snprintf(payload, sizeof payload,
+                               "{\"ts\":\"%s\",\"seq\":%ld,\"metrics\":{\"m%ld\":%ld,\"m%ld\":%ld}}", ts, seq,
+                               round % metrics, 40 + (round * 7 + idx) % 20, (round + 1) % metrics,
+                               40 + (round * 3 + idx) % 20)
+                    : snprintf(payload, sizeof payload, "{\"ts\":\"%s\",\"seq\":%ld,\"metrics\":{\"v\":%ld}}",
+                               ts, seq, sent);
                 if (++mid == 0) mid = 1;
                 out[o++] = 0x32; /* PUBLISH, QoS 1 */
                 o += put_len(out + o, (size_t)(2 + tl + 2 + pl));
