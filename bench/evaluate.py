@@ -14,7 +14,11 @@ threshold rule each) after a warm-up, and `--silent` devices that stop sending h
   at ingest), and publish → alert visible;
 - STALE lateness: visible STALE - (last message arrival + interval), and the recorded transition time
   (`device_state_history.changed_at`) - (last arrival + interval);
-- alerts missing or duplicated, devices wrongly marked STALE, CPU seconds of each `pulse evaluate` process.
+- alerts missing or duplicated, devices wrongly marked STALE, CPU seconds of each `pulse evaluate` process, and
+  the machine's CPU shares while publishing (busy, idle, iowait, steal) with the checkpoints started meanwhile.
+
+`--publisher c` sends the steady telemetry with bench/pub.c (one process per tenant) and the breaches with one
+raw-socket publisher; each breach's metric is then one the steady rotation leaves alone for the next six rounds.
 
 Liveness (`--liveness-devices N`): N ONLINE devices (10 tenants) heard within the last 20 s; one liveness pass is
 run repeatedly in this process: CPU seconds of this process and of the PostgreSQL backend (from /proc, when the
