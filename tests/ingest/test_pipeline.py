@@ -384,9 +384,10 @@ async def _at_least(get: Callable[[], list[str]], n: int) -> bool:
 
 async def test_revocation_notify_drops_the_cached_device(engine: AsyncEngine, pipeline: IngestPipeline) -> None:
     tenant, dev, token = await registered(engine)
+    # Listening first: when the listener (re)connects it drops the whole cache (it may have missed notifications).
+    await eventually(_async(lambda: pipeline.auth.listening), what="LISTEN on pulse_device_changed")
     assert (await ingest_http(pipeline, tenant.tenant_id, dev, "telemetry", GOOD, token, now())).accepted
     assert pipeline.auth.is_cached(tenant.tenant_id, dev)
-    await eventually(_async(lambda: pipeline.auth.listening), what="LISTEN on pulse_device_changed")
     await sql(engine, "UPDATE devices SET status = 'REVOKED' WHERE tenant_id = :t AND device_id = :d",
               t=tenant.tenant_id, d=dev)
     # Cached for 60 s: without the notification the device would still be accepted.
