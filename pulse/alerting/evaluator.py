@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from array import array
@@ -268,6 +269,7 @@ class Evaluator:
                 for position in every if snap.todo is None else snap.todo:
                     marked[position].append(snap)
             for position, rule in enumerate(index.rules):
+                await asyncio.sleep(0)  # a turn is long: let the liveness passes (their own task) go on meanwhile
                 await self._apply_rule(conn, rule, position, snaps, marked[position], now)
             for snap in snaps:
                 assert snap.readings is not None
@@ -560,10 +562,10 @@ async def _load_snapshots(conn: AsyncConnection, keys: list[DeviceKey]) -> list[
 async def _mark_online(conn: AsyncConnection, keys: list[DeviceKey], now: datetime) -> None:
     """Any accepted message is a sign of life: devices that were not ONLINE become ONLINE (recorded).
 
-    Called with the chunk's devices that were not ONLINE when it was read. Only this instance's liveness pass,
-    which runs between chunks, turns its devices STALE or OFFLINE, and that pass leaves a device that has spoken
-    since it looked (see _LIVENESS), so a device read as ONLINE needs nothing here. (While a partition moves to
-    another instance, that one's pass may turn a device STALE in between; its next message marks it ONLINE.)
+    Called with the chunk's devices that were not ONLINE when it was read. A device read as ONLINE needs nothing
+    here: a liveness pass turns a device STALE only while its row still has the last message the pass decided
+    from (see _LIVENESS), and a message committed after that wakes the evaluator for the device again, and that
+    evaluation reads it STALE.
 
     A row another transaction holds is skipped, not waited for: it is ingest writing a newer message of the device
     (whose commit wakes the evaluator for it again) or a liveness pass. Waiting made a deadlock with ingest's batch

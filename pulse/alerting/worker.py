@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.alerting.evaluator import DeviceKey, Evaluator
-from pulse.alerting.guard import guarded_liveness
+from pulse.alerting.guard import IngestState, guarded_liveness
 from pulse.alerting.lag import WakeupLag
 from pulse.alerting.partitions import PARTITIONS, PartitionOwner, partition_sql
 from pulse.clock import Clock, SystemClock
@@ -137,6 +137,50 @@ def settle_collector() -> None:
     gc.set_threshold(gen0, gen1, GC_FULL_EVERY)
 
 
+class LivenessPasses:
+    """The liveness passes of this instance's partitions, in a task of their own beside the evaluation loop, so that
+    a long evaluation turn does not make a silent device late: every LIVENESS_EVERY, and at the moment the next
+    device is due (see liveness_pass). A failing database is retried each LIVENESS_EVERY (the evaluation loop
+    reports it); any other error ends the task, and the loop with it."""
+
+    def __init__(self, engine: AsyncEngine, owner: PartitionOwner, clock: Clock, *, base_url: str = "") -> None:
+        self.engine, self.owner, self.clock, self.base_url = engine, owner, clock, base_url
+        self.state: IngestState | None = None  # as the last pass found ingest (None before the first)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        next_at = self.clock.now()
+        failing = False
+        while not stop.is_set():
+            now = self.clock.now()
+            if now >= next_at and self.owner.owned:
+                next_at = now + LIVENESS_EVERY
+                try:
+                    async with system_tx(self.engine) as conn:
+                        state, result = await guarded_liveness(
+                            conn, now, base_url=self.base_url,
+                            partitions=None if self.owner.owns_all else self.owner.owned)
+                except TRANSIENT_DB_ERRORS as exc:
+                    if not failing:
+                        log.warning("liveness pass failed; retrying", extra={"error": str(exc)[:500]})
+                    failing = True
+                else:
+                    failing = False
+                    self._note(state)
+                    if result is not None and result.next_due is not None:
+                        next_at = max(now + LIVENESS_MIN_GAP, min(next_at, result.next_due))
+            wait = next_at - self.clock.now() if self.owner.owned else LIVENESS_MIN_GAP
+            await wait_or_stop(stop, None, max(0.0, wait.total_seconds()))
+
+    def _note(self, state: IngestState) -> None:
+        if state.paused != (self.state.paused if self.state is not None else False):
+            if state.paused:
+                log.error("ingest is down: device liveness paused, no device is marked STALE or OFFLINE until it "
+                          "is back", extra={"ingest": state.detail[:500]})
+            else:
+                log.warning("ingest is back: device liveness resumed, silence counted from %s", state.ready_since)
+        self.state = state
+
+
 def _take_batch(queue: dict[DeviceKey, None], owner: PartitionOwner) -> list[DeviceKey]:
     """This turn's devices: the first MAX_BATCH owned ones in arrival order; devices of other partitions met on the
     way are dropped (their owner evaluates them) and the rest stay queued, oldest first."""
@@ -172,9 +216,9 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
         queue: dict[DeviceKey, None] = {}  # devices to evaluate, in arrival order (an ordered set)
         heard_until = clock.now()
         rules_loaded_at = clock.now() - RULES_REFRESH
-        next_liveness = clock.now()
         rebalanced_at: datetime | None = None
-        paused = False
+        passes = LivenessPasses(ctx.engine, owner, clock, base_url=settings.base_url)
+        liveness = asyncio.create_task(passes.run(stop))
         log.info("evaluator starting", extra={"instance": owner.instance})
         try:
             while not stop.is_set():
@@ -216,24 +260,12 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                                 raise
                             await evaluator.evaluate_each(batch, now)  # one device's data must not stop the rest
                     wakeups.lag.done(taken if batch else None, len(queue))
-                    if now >= next_liveness and owner.owned:
-                        async with system_tx(ctx.engine) as conn:
-                            state, result = await guarded_liveness(conn, now, base_url=settings.base_url,
-                                                                   partitions=None if owner.owns_all else owner.owned)
-                        next_liveness = now + LIVENESS_EVERY
-                        if result is not None and result.next_due is not None:
-                            next_liveness = max(now + LIVENESS_MIN_GAP, min(next_liveness, result.next_due))
+                    if liveness.done():
+                        liveness.result()  # it stopped on an error that is not the database's: so does the loop
+                    if owner.owned and (state := passes.state) is not None:
                         await evaluator.check_gaps(now, paused=state.paused,
                                                    grace_from=state.ready_since if state.known else None,
                                                    owns=None if owner.owns_all else owner.owns)
-                        if state.paused != paused:
-                            paused = state.paused
-                            if paused:
-                                log.error("ingest is down: device liveness paused, no device is marked STALE or "
-                                          "OFFLINE until it is back", extra={"ingest": state.detail[:500]})
-                            else:
-                                log.warning("ingest is back: device liveness resumed, silence counted from %s",
-                                            state.ready_since)
                     heard_until = now
                 except TRANSIENT_DB_ERRORS as exc:
                     queue = {**dict.fromkeys(batch), **queue}  # evaluate these first once the database answers
@@ -241,10 +273,10 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                     continue
                 backoff.ok()
                 if not wakeups.pending and not queue:
-                    until_liveness = (next_liveness - clock.now()).total_seconds()
-                    await wait_or_stop(stop, wakeups.wake,
-                                       max(0.0, min(settings.evaluate_poll_ms / 1000, 1.0, until_liveness)))
+                    await wait_or_stop(stop, wakeups.wake, min(settings.evaluate_poll_ms / 1000, 1.0))
         finally:
+            liveness.cancel()
+            await asyncio.gather(liveness, return_exceptions=True)
             await owner.close(ctx.engine, clock.now())
             await wakeups.close()
     return 0

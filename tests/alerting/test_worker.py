@@ -157,3 +157,46 @@ def test_a_turn_takes_the_oldest_owned_devices_and_leaves_the_rest_queued_in_ord
     assert list(queue) == [("t", "d3"), ("t", "d4"), ("t", "d6")]  # d1 is another evaluator's: dropped
     assert worker._take_batch(queue, _Owner()) == [("t", "d4"), ("t", "d6")]  # type: ignore[arg-type]
     assert queue == {}
+
+
+async def test_a_silent_device_turns_stale_while_an_evaluation_turn_is_still_running(
+        engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Liveness passes run beside the evaluation loop: a device that fell silent is marked STALE on time even while
+    the evaluator is busy judging other devices (here: a turn that does not end until the test lets it)."""
+    tenant = await make_tenant(engine, heartbeat_interval_s=5)
+    silent, busy = await make_device(engine, tenant), await make_device(engine, tenant)
+    async with system_tx(engine) as conn:
+        await conn.execute(text(
+            "UPDATE device_state SET status = 'ONLINE', last_seen_at = now() - interval '3 seconds', "
+            "last_state_change_at = now() - interval '3 seconds' WHERE tenant_id = :t AND device_id = :d"),
+            {"t": tenant.tenant_id, "d": silent})
+    release, judging = asyncio.Event(), asyncio.Event()
+
+    async def a_long_turn(self: object, keys: object, now: object, *args: object) -> None:
+        judging.set()
+        await release.wait()
+
+    monkeypatch.setattr(worker.Evaluator, "evaluate_devices", a_long_turn)
+
+    async def status() -> str:
+        async with system_tx(engine) as conn:
+            return str((await conn.execute(text(
+                "SELECT status FROM device_state WHERE tenant_id = :t AND device_id = :d"),
+                {"t": tenant.tenant_id, "d": silent})).scalar_one())
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(settings.replace(health_port=0), stop))
+    try:
+        await _report_and_notify(engine, tenant.tenant_id, busy, 20)
+        await asyncio.wait_for(judging.wait(), 20)
+        assert await status() == "ONLINE"
+
+        async def is_stale() -> bool:
+            return await status() == "STALE"
+
+        await eventually(is_stale, timeout=20, what="the silent device STALE during the evaluation turn")
+        assert not release.is_set() and not task.done()
+    finally:
+        release.set()
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
