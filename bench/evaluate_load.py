@@ -279,14 +279,14 @@ def publish_c(port: int, plan: LoadPlan, rate: float, duration: float) -> dict[s
     tenants: dict[str, list[int]] = {}
     for tenant, device in plan.devices:
         tenants.setdefault(tenant, []).append(int(device[1:]))
+    if any(numbers != list(range(len(numbers))) for numbers in tenants.values()):
+        raise ValueError("bench/pub.c publishes devices d0..dN-1 of each tenant")
     silent = {t: [int(d[1:]) for tt, d in plan.silent if tt == t] for t in tenants}
     procs = [subprocess.Popen(
         [str(binary), "127.0.0.1", str(port), f"bench-eval-c-{t}-{secrets.token_hex(3)}", t, "0", "1",
          str(len(numbers)), str(rate / len(tenants)), str(duration), "0", "900", "20", str(plan.silence_at_s),
          ",".join(map(str, silent[t])) or "-1"], stdout=subprocess.PIPE, text=True)
         for t, numbers in tenants.items()]
-    if any(numbers != list(range(len(numbers))) for numbers in tenants.values()):
-        raise ValueError("bench/pub.c publishes devices d0..dN-1 of each tenant")
     ctx = mp.get_context("spawn")
     result: Any = ctx.Queue()
     breaches = ctx.Process(target=_raw_publisher, args=(

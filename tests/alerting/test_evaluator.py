@@ -269,15 +269,35 @@ async def test_rule_scoped_by_tag_ignores_other_devices(engine: AsyncEngine) -> 
     assert devices == [freezer]
 
 
-async def test_a_message_committed_while_the_liveness_pass_runs_keeps_the_device_online(engine: AsyncEngine) -> None:
-    """The pass decides from its statement's snapshot; a device whose message commits before the pass can write its
-    row (here: ingest holds the row until the pass waits for it) must not be marked STALE after all."""
+async def _online_device(engine: AsyncEngine) -> tuple[TenantRef, str, Evaluator, list[tuple[str, str]]]:
+    """A device (heartbeat interval 30 s) that reported at T0 and was evaluated: ONLINE."""
     tenant = await make_tenant(engine, heartbeat_interval_s=30)
     device = await make_device(engine, tenant)
     ev = Evaluator(engine)
     await ev.load_rules()
+    key = [(tenant.tenant_id, device)]
     await _report(engine, tenant, device, T0, temp_c=20)
-    await ev.evaluate_devices([(tenant.tenant_id, device)], T0)
+    await ev.evaluate_devices(key, T0)
+    return tenant, device, ev, key
+
+
+async def _status(engine: AsyncEngine, tenant: TenantRef, device: str) -> str:
+    async with system_tx(engine) as conn:
+        return str((await conn.execute(text("SELECT status FROM device_state WHERE tenant_id = :t AND device_id = :d"),
+                                       {"t": tenant.tenant_id, "d": device})).scalar_one())
+
+
+async def _history(engine: AsyncEngine, tenant: TenantRef, device: str) -> list[str]:
+    async with system_tx(engine) as conn:
+        return [r[0] for r in await conn.execute(text(
+            "SELECT status FROM device_state_history WHERE tenant_id = :t AND device_id = :d ORDER BY history_id"),
+            {"t": tenant.tenant_id, "d": device})]
+
+
+async def test_a_message_committed_while_the_liveness_pass_runs_keeps_the_device_online(engine: AsyncEngine) -> None:
+    """The pass decides from its statement's snapshot; a device whose message commits before the pass can write its
+    row (here: ingest holds the row until the pass waits for it) must not be marked STALE after all."""
+    tenant, device, _, _ = await _online_device(engine)
     now = T0 + timedelta(seconds=31)  # one interval and a second of silence, as the pass's snapshot sees it
 
     async with engine.connect() as ingest:  # a batch of ingest's, not yet committed
@@ -302,61 +322,35 @@ async def test_a_message_committed_while_the_liveness_pass_runs_keeps_the_device
         await tx.commit()
         await passing
 
-    async with system_tx(engine) as conn:
-        status = (await conn.execute(text("SELECT status FROM device_state WHERE tenant_id = :t AND device_id = :d"),
-                                     {"t": tenant.tenant_id, "d": device})).scalar_one()
-        history = [r[0] for r in await conn.execute(text(
-            "SELECT status FROM device_state_history WHERE tenant_id = :t AND device_id = :d ORDER BY history_id"),
-            {"t": tenant.tenant_id, "d": device})]
-    assert status == "ONLINE"
-    assert history == ["ONLINE"]
+    assert await _status(engine, tenant, device) == "ONLINE"
+    assert await _history(engine, tenant, device) == ["ONLINE"]
 
 
 async def test_marking_a_device_online_skips_a_row_ingest_holds_and_marks_it_on_the_next_wake_up(
         engine: AsyncEngine) -> None:
     """Ingest's batch update and the evaluator's ONLINE mark take device_state rows in different orders; waiting for
     ingest's rows deadlocked. The evaluator now leaves a held row (ingest's commit wakes it for the device again)."""
-    tenant = await make_tenant(engine, heartbeat_interval_s=30)
-    device = await make_device(engine, tenant)
-    ev = Evaluator(engine)
-    await ev.load_rules()
-    key = [(tenant.tenant_id, device)]
-    await _report(engine, tenant, device, T0, temp_c=20)
-    await ev.evaluate_devices(key, T0)
+    tenant, device, ev, key = await _online_device(engine)
     async with system_tx(engine) as conn:
         await liveness_pass(conn, T0 + timedelta(seconds=31))
     await _report(engine, tenant, device, T0 + timedelta(seconds=40), temp_c=21)  # it speaks again
-
-    async def status() -> str:
-        async with system_tx(engine) as conn:
-            return str((await conn.execute(text("SELECT status FROM device_state WHERE tenant_id = :t AND device_id = :d"),
-                                           {"t": tenant.tenant_id, "d": device})).scalar_one())
-
-    assert await status() == "STALE"
+    assert await _status(engine, tenant, device) == "STALE"
     async with engine.connect() as ingest:  # ingest's next batch holds the row, not yet committed
         tx = await ingest.begin()
         await ingest.execute(text("UPDATE device_state SET last_seen_at = :at WHERE tenant_id = :t AND device_id = :d"),
                              {"at": T0 + timedelta(seconds=41), "t": tenant.tenant_id, "d": device})
         await asyncio.wait_for(ev.evaluate_devices(key, T0 + timedelta(seconds=41)), 30)  # does not wait for it
-        assert await status() == "STALE"
+        assert await _status(engine, tenant, device) == "STALE"
         await tx.commit()
     await ev.evaluate_devices(key, T0 + timedelta(seconds=42))  # the wake-up of ingest's commit
-    assert await status() == "ONLINE"
+    assert await _status(engine, tenant, device) == "ONLINE"
 
 
 async def test_liveness_stale_offline_and_back_online(engine: AsyncEngine) -> None:
-    tenant = await make_tenant(engine, heartbeat_interval_s=30)
-    device = await make_device(engine, tenant)
-    ev = Evaluator(engine)
-    await ev.load_rules()
-    key = [(tenant.tenant_id, device)]
-    await _report(engine, tenant, device, T0, temp_c=20)
-    await ev.evaluate_devices(key, T0)
+    tenant, device, ev, key = await _online_device(engine)
 
     async def status() -> str:
-        async with system_tx(engine) as conn:
-            return str((await conn.execute(text("SELECT status FROM device_state WHERE tenant_id = :t AND device_id = :d"),
-                                           {"t": tenant.tenant_id, "d": device})).scalar_one())
+        return await _status(engine, tenant, device)
 
     assert await status() == "ONLINE"
     for seconds, expected in ((29, "ONLINE"), (30, "STALE"), (149, "STALE"), (150, "OFFLINE")):
@@ -370,8 +364,4 @@ async def test_liveness_stale_offline_and_back_online(engine: AsyncEngine) -> No
     assert await status() == "ONLINE"
     [alert] = await _alerts(engine, tenant)
     assert alert.status == "CLOSED"
-    async with system_tx(engine) as conn:
-        history = [r[0] for r in await conn.execute(text(
-            "SELECT status FROM device_state_history WHERE tenant_id = :t AND device_id = :d ORDER BY history_id"),
-            {"t": tenant.tenant_id, "d": device})]
-    assert history == ["ONLINE", "STALE", "OFFLINE", "ONLINE"]
+    assert await _history(engine, tenant, device) == ["ONLINE", "STALE", "OFFLINE", "ONLINE"]
