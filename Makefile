@@ -1,6 +1,11 @@
 # Pulse: the two set-up commands are `make run` and `make test` (see README.md).
 .PHONY: run test lint unit faults security deploy-check
 
+# Pulse's ingest gate for Mosquitto (deploy/mosquitto/ingest_gate.c): the tests' brokers load it from here.
+build/pulse_ingest_gate.so: deploy/mosquitto/ingest_gate.c
+	@mkdir -p build
+	cc -shared -fPIC -O2 -Wall -Wextra -Werror -o $@.tmp $< && mv $@.tmp $@
+
 run:
 	@scripts/bootstrap.sh
 	@scripts/spa.sh

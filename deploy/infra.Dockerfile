@@ -9,7 +9,15 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
-# --- MQTT broker: Mosquitto 2 with the dynamic-security plugin (deploy/mosquitto/mosquitto.conf) -----------------
+# --- Pulse's ingest gate for Mosquitto (deploy/mosquitto/ingest_gate.c), built against Debian's broker headers -----
+FROM base AS mosquitto-gate
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev mosquitto-dev libmosquitto-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY deploy/mosquitto/ingest_gate.c /src/ingest_gate.c
+RUN cc -shared -fPIC -O2 -Wall -Wextra -Werror -o /src/pulse_ingest_gate.so /src/ingest_gate.c
+
+# --- MQTT broker: Mosquitto 2 with Pulse's ingest gate and the dynamic-security plugin (deploy/mosquitto) ----------
 FROM base AS mosquitto
 # mosquitto.conf names the plugin by its amd64 path; on other architectures a link is made there.
 RUN apt-get update \
@@ -20,6 +28,7 @@ RUN apt-get update \
  && mkdir -p /usr/lib/x86_64-linux-gnu \
  && { [ -e /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so ] \
       || ln -s "$plugin" /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so; }
+COPY --from=mosquitto-gate /src/pulse_ingest_gate.so /usr/local/lib/mosquitto/pulse_ingest_gate.so
 COPY deploy/mosquitto/init-dynsec.sh deploy/mosquitto/create-ingest-account.sh \
      deploy/mosquitto/create-simulator-account.sh deploy/mosquitto/entrypoint.sh /usr/local/bin/
 EXPOSE 1883

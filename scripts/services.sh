@@ -29,6 +29,11 @@ if ! port_open 1883; then
   for _ in $(seq 20); do port_open 1883 && break; sleep 0.5; done
 fi
 port_open 1883 || { echo "Mosquitto is not answering on 127.0.0.1:1883" >&2; exit 1; }
+# The brokers tests start from deploy/mosquitto load Pulse's ingest gate plugin, built here from its C source.
+command -v cc >/dev/null || apt_install gcc libc6-dev
+[ -f /usr/include/mosquitto_plugin.h ] || apt_install mosquitto-dev
+[ -f /usr/include/mosquitto.h ] || apt_install libmosquitto-dev
+make -s -C "$(dirname "$0")/.." build/pulse_ingest_gate.so
 
 command -v snmptrapd >/dev/null || [ -x /usr/sbin/snmptrapd ] || apt_install snmptrapd
 # Deployment tests run requests through Debian's caddy and pgbouncer; browser tests drive Debian's chromium.

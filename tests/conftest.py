@@ -34,9 +34,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_mosquitto(conf: Path, port: int) -> Iterator[None]:
-    """Start `mosquitto -c conf`, wait until it listens on `port`, and stop it afterwards (use with yield from)."""
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def run_mosquitto(conf: Path, port: int, log: Path | None = None) -> Iterator[None]:
+    """Start `mosquitto -c conf`, wait until it listens on `port`, and stop it afterwards (use with yield from).
+    The broker's output goes to `log` when given."""
+    out = log.open("ab") if log is not None else subprocess.PIPE
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -45,10 +47,13 @@ def run_mosquitto(conf: Path, port: int) -> Iterator[None]:
         time.sleep(0.05)
     else:
         proc.kill()
-        raise AssertionError(proc.stdout.read().decode() if proc.stdout else "mosquitto did not start")
+        output = proc.stdout.read().decode() if proc.stdout else log.read_text() if log else ""
+        raise AssertionError(f"mosquitto did not start:\n{output}")
     yield
     proc.terminate()
     proc.wait(10)
+    if log is not None:
+        out.close()  # type: ignore[union-attr]
 
 
 def _with_db(url: str, name: str) -> str:

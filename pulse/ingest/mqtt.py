@@ -34,7 +34,7 @@ _PUBACK = struct.Struct("!BBH")  # PUBACK, remaining length 2, packet id: succes
 
 RECONNECT_DELAY_S = 0.5
 """Pause before each reconnect attempt. Short, because the broker does not restore ingest's shared subscription
-after a restart (docs/broker.md): until ingest subscribes again, device messages find no subscriber."""
+after a restart: until ingest subscribes again, the broker's ingest gate holds devices off (docs/broker.md)."""
 
 
 @dataclass(frozen=True, slots=True)

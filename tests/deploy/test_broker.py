@@ -14,13 +14,11 @@ import yaml  # PyYAML comes with Litestar
 
 from tests.broker.conftest import ADMIN, NOT_AUTHORISED, Peer, requires_mosquitto
 from tests.deploy.conftest import DEPLOY
+from tests.deployed_broker import CONF, GATE_DEPLOYED, REPLACED
 from tests.fleet.conftest import broker  # noqa: F401 - the fixture
 
 pytestmark = requires_mosquitto
 
-CONF = DEPLOY / "mosquitto/mosquitto.conf"
-# What tests/fleet/conftest.py's broker fixture replaces, and what the compose file must provide at those paths.
-REPLACED = ("listener 1883", "/mosquitto/config/dynamic-security.json", "persistence_location /mosquitto/data/")
 
 
 def _lines(text: str) -> list[str]:
@@ -53,6 +51,21 @@ def test_compose_runs_the_deployed_configuration() -> None:
     entrypoint = (DEPLOY / "mosquitto/entrypoint.sh").read_text()
     assert "mosquitto -c /mosquitto/config/mosquitto.conf" in entrypoint
     assert "dynsec=/mosquitto/config/dynamic-security.json" in entrypoint and 'init-dynsec.sh "$dynsec"' in entrypoint
+
+
+def test_the_broker_image_provides_the_plugins_the_configuration_loads_in_their_order() -> None:
+    plugins = [line.split()[1] for line in _lines(CONF.read_text()) if line.startswith("plugin ")]
+    # The ingest gate first: it holds device connections before the dynamic-security plugin judges them.
+    assert plugins == [GATE_DEPLOYED, "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"]
+    dockerfile = (DEPLOY / "infra.Dockerfile").read_text()
+    assert "COPY deploy/mosquitto/ingest_gate.c /src/ingest_gate.c" in dockerfile
+    assert f"COPY --from=mosquitto-gate /src/pulse_ingest_gate.so {GATE_DEPLOYED}" in dockerfile
+    options = dict(line.split(None, 1) for line in _lines(CONF.read_text()) if line.startswith("plugin_opt_"))
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    ingest_user = compose["services"]["mqtt-accounts"]["environment"]["INGEST_USERNAME"]
+    assert options["plugin_opt_ingest"].split() == [ingest_user]
+    simulator_user = compose["services"]["simulator-account"]["environment"]["SIM_USERNAME"]
+    assert simulator_user in options["plugin_opt_hold"].split()  # it publishes for many devices
 
 
 async def _simulator_account(port: int, tenant: str, password: str) -> subprocess.CompletedProcess[str]:

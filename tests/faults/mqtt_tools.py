@@ -35,21 +35,20 @@ class AckedPublisher:
     A message counts as acknowledged when the broker's PUBACK carries a success code. When the connection drops,
     the unacknowledged messages are sent again after reconnecting, as a device would (same payload, so a copy that
     did arrive the first time is the same row). PUBACK 0x10 (no matching subscribers: the broker dropped the
-    message) is recorded in `no_subscribers`, or, with `resend_unheard`, counted and the message sent again."""
+    message) is recorded in `no_subscribers`. A connection attempt the broker closes or refuses is counted in
+    `held_off` and tried again 0.2 s later."""
 
     def __init__(self, host: str, port: int, username: str, password: str, *, window: int = 100,
-                 rate_per_s: float | None = None, resend_unheard: bool = False) -> None:
+                 rate_per_s: float | None = None) -> None:
         self.host, self.port, self.username, self.password = host, port, username, password
         self.window = window
         self.rate_per_s = rate_per_s
-        self.resend_unheard = resend_unheard
-        self.unheard_answers = 0
         self.sent = 0
         self.acked: set[Key] = set()
         self.no_subscribers: set[Key] = set()
-        self._resend: deque[tuple[Key, str, bytes]] = deque()
         self.refused: dict[Key, int] = {}
         self.connections = 0
+        self.held_off = 0
         self._pending: dict[int, tuple[Key, str, bytes]] = {}
         self._progress = asyncio.Event()
         self._lost = asyncio.Event()
@@ -61,10 +60,7 @@ class AckedPublisher:
         entry = self._pending.pop(mid, None)
         if entry is not None:
             key = entry[0]
-            if code == NO_MATCHING_SUBSCRIBERS and self.resend_unheard:
-                self.unheard_answers += 1
-                self._resend.append(entry)
-            elif code == NO_MATCHING_SUBSCRIBERS:
+            if code == NO_MATCHING_SUBSCRIBERS:
                 self.no_subscribers.add(key)
             elif code < 0x80:
                 self.acked.add(key)
@@ -95,6 +91,7 @@ class AckedPublisher:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.disconnect(), 2)
                 assert loop.time() < deadline, f"could not connect to 127.0.0.1:{self.port}"
+                self.held_off += 1
                 await asyncio.sleep(0.2)
                 continue
             self.connections += 1
@@ -109,9 +106,7 @@ class AckedPublisher:
         client = self._client = await self._connect(deadline)
         started = loop.time()
         try:
-            while queue or self._pending or self._resend:
-                queue.extend(self._resend)
-                self._resend.clear()
+            while queue or self._pending:
                 assert loop.time() < deadline, f"{len(queue) + len(self._pending)} messages still unacknowledged"
                 if self._lost.is_set() or not client.is_connected:
                     # Not acknowledged on the lost connection: send them again, in their original order.

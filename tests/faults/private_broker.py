@@ -3,7 +3,6 @@ directory, a free loopback port) that the test may stop and start again, with th
 
 from __future__ import annotations
 
-import getpass
 import secrets
 import shutil
 import socket
@@ -18,6 +17,7 @@ import pytest
 
 from pulse.fleet.broker_accounts import BrokerAdmin
 from tests.conftest import free_port
+from tests.deployed_broker import deployed_conf
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = ("pulse-admin", "faults-admin-secret")
@@ -38,14 +38,8 @@ class PrivateBroker:
         dynsec = self.root / "dynamic-security.json"
         subprocess.run([str(ROOT / "deploy/mosquitto/init-dynsec.sh"), str(dynsec), *ADMIN], check=True,
                        capture_output=True)
-        conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
-        conf = (conf.replace("listener 1883", f"listener {self.port} 127.0.0.1")
-                .replace("/mosquitto/config/dynamic-security.json", str(dynsec))
-                .replace("persistence_location /mosquitto/data/", f"persistence_location {self.root}/"))
-        assert f"persistence_location {self.root}/" in conf and "persistence true" in conf
-        conf += f"\nuser {getpass.getuser()}\n"
-        self.conf = self.root / "mosquitto.conf"
-        self.conf.write_text(conf)
+        self.conf = deployed_conf(self.root, self.port, dynsec)
+        assert "persistence true" in self.conf.read_text()
 
     @property
     def admin_url(self) -> str:

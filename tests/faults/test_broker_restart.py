@@ -4,12 +4,13 @@
   message the broker acknowledged is stored exactly once;
 - `pulse deliver` keeps retrying MQTT notifications raised while the broker is down and delivers them when it is
   back, to a subscriber whose persistent session outlived the restart;
-- a backlog queued in a stopped ingest worker's persistent session survives the restart and is stored in full.
+- a backlog queued in a stopped ingest worker's persistent session survives the restart and is stored in full;
+- devices that come back before ingest does wait at the door and lose nothing.
 
-Known gap (xfail below): Mosquitto 2.0.11 (and 2.0.21) does not restore shared (`$share/…`) subscriptions from its persistence
-file. Until ingest reconnects and subscribes again, the broker answers device messages with PUBACK 0x10 (no
-matching subscribers) and drops them. Devices that send such a message again lose nothing (the live-stream test's
-gateway does); devices that take 0x10 for success lose what they sent in that window.
+Mosquitto 2.0 does not restore shared (`$share/…`) subscriptions from its persistence file: without Pulse's ingest
+gate (deploy/mosquitto/ingest_gate.c) the broker would answer device messages with PUBACK 0x10 (no matching
+subscribers) and drop them until ingest subscribes again. The gate closes device connections until then; no device
+message in these tests is ever answered 0x10.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import secrets
 from collections import Counter
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.alerting.service import AlertSignal, raise_alert
@@ -72,8 +72,10 @@ async def test_ingest_simulator_gateway_and_deliver_come_back_after_a_broker_res
     broker = private_broker
     tenant, device_ids, ingest_env = await _setup(engine, broker)
     t = tenant.tenant_id
-    gateway = await broker.account(f"gateway-{t}", publisher_acls(t))
-    simulator = await broker.account(f"simulator-{t}", publisher_acls(t))
+    # Publishers for many devices: a gateway's device-shaped account and the simulator's account, both held by the
+    # ingest gate while ingest is not subscribed (deploy/mosquitto/mosquitto.conf).
+    gateway = await broker.account(f"{t}/gateway", publisher_acls(t))
+    simulator = await broker.account("pulse-simulator", publisher_acls(t))
     notifier = await broker.account(f"notifier-{t}", [
         {"acltype": "publishClientSend", "topic": f"alerts/{t}/#", "allow": True}])
     consumer_account = await broker.account(f"consumer-{t}", [
@@ -104,8 +106,7 @@ async def test_ingest_simulator_gateway_and_deliver_come_back_after_a_broker_res
                      what="the simulated devices' telemetry", details=processes.outputs)
 
     messages = _stream(t, device_ids, 200)  # 6,000 messages over ~12 s
-    # A gateway that sends a message again when the broker answers "no matching subscribers" (see the xfail below).
-    publisher = AckedPublisher("127.0.0.1", broker.port, *gateway, rate_per_s=500, resend_unheard=True)
+    publisher = AckedPublisher("127.0.0.1", broker.port, *gateway, rate_per_s=500)
     publishing = asyncio.create_task(publisher.publish_all(messages, timeout=180))
     try:
         async def a_third_stored() -> bool:
@@ -137,7 +138,8 @@ async def test_ingest_simulator_gateway_and_deliver_come_back_after_a_broker_res
         await asyncio.sleep(0)
 
     assert publisher.connections >= 2, "the gateway never lost its connection"
-    assert not publisher.refused and not publisher.no_subscribers
+    assert not publisher.refused
+    assert not publisher.no_subscribers, f"{len(publisher.no_subscribers)} messages answered 0x10 and dropped"
     assert publisher.acked == {key for key, _, _ in messages}
     await _assert_stored_once(database_url, t, publisher.acked)
     await eventually(lambda: simulated_since(restarted_at), timeout=60,
@@ -166,7 +168,7 @@ async def test_a_backlog_in_a_stopped_ingest_session_survives_a_broker_restart(
         engine: AsyncEngine, database_url: str, private_broker: PrivateBroker, processes: PulseProcesses) -> None:
     broker = private_broker
     tenant, device_ids, ingest_env = await _setup(engine, broker)
-    gateway = await broker.account(f"gateway-{tenant.tenant_id}", publisher_acls(tenant.tenant_id))
+    gateway = await broker.account(f"{tenant.tenant_id}/gateway", publisher_acls(tenant.tenant_id))
     processes.env["PULSE_DATABASE_URL"] = database_url
     processes.start("ingest", "ingest", **ingest_env)
     await processes.ready("ingest", "mqtt")
@@ -186,26 +188,36 @@ async def test_a_backlog_in_a_stopped_ingest_session_survives_a_broker_restart(
     assert processes.stop("ingest") == 0, processes.output("ingest")
 
 
-@pytest.mark.xfail(strict=True, reason="Mosquitto 2.0.11 does not restore $share subscriptions from persistence: "
-                                       "after a broker restart, until ingest subscribes again, device messages are "
-                                       "answered PUBACK 0x10 (no matching subscribers) and dropped")
-async def test_messages_sent_after_a_broker_restart_before_ingest_is_back_reach_ingest(
+async def test_devices_that_send_after_a_broker_restart_before_ingest_is_back_wait_and_lose_nothing(
         engine: AsyncEngine, database_url: str, private_broker: PrivateBroker, processes: PulseProcesses) -> None:
     broker = private_broker
     tenant, device_ids, ingest_env = await _setup(engine, broker)
-    gateway = await broker.account(f"gateway-{tenant.tenant_id}", publisher_acls(tenant.tenant_id))
+    gateway = await broker.account(f"{tenant.tenant_id}/gateway", publisher_acls(tenant.tenant_id))
     processes.env["PULSE_DATABASE_URL"] = database_url
     processes.start("ingest", "ingest", **ingest_env)
     await processes.ready("ingest", "mqtt")
     assert processes.stop("ingest") == 0
     await asyncio.to_thread(broker.stop)
-    broker.start()
+    broker.start()  # ingest's session is back, its shared subscription is not
 
     messages = _stream(tenant.tenant_id, device_ids[:5], 10)
     publisher = AckedPublisher("127.0.0.1", broker.port, *gateway)
-    await publisher.publish_all(messages, timeout=60)
+    publishing = asyncio.create_task(publisher.publish_all(messages, timeout=90))
+    try:
+        async def held_off() -> bool:
+            assert not publishing.done(), publishing
+            return publisher.held_off >= 5
+        await eventually(held_off, timeout=30, what="the gateway to be held off")
+        assert publisher.connections == 0 and publisher.acked == set()
+        processes.start("ingest", "ingest", **ingest_env)
+        await processes.ready("ingest", "mqtt")
+        await asyncio.wait_for(publishing, 90)
+    finally:
+        if not publishing.done():
+            publishing.cancel()
     assert not publisher.refused
-    processes.start("ingest", "ingest", **ingest_env)
-    await processes.ready("ingest", "mqtt")
     assert publisher.no_subscribers == set(), f"{len(publisher.no_subscribers)} messages answered 0x10 and dropped"
+    assert publisher.acked == {key for key, _, _ in messages}
     await _assert_stored_once(database_url, tenant.tenant_id, publisher.acked)
+    assert "pulse ingest gate: open after" in broker.log_tail()
+    assert processes.stop("ingest") == 0, processes.output("ingest")
