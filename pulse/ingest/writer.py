@@ -53,9 +53,10 @@ ON CONFLICT DO NOTHING
 
 # One row per device, folded from the staged batch. A message's place is its time, then its arrival order `ord`:
 # max() over [epoch, ord, …] arrays picks the newest message (its seq) and the newest one with a position; each
-# telemetry metric's newest value in the batch is the first of its (device, key) window (heartbeats' metrics are
-# stored, but rules see telemetry only). The plan has two relations, the folded batch and device_state, so no
-# estimate of the unanalysed staging table can make it join the batch with itself row by row. Values only move
+# telemetry metric's newest value in the batch is the one jsonb_object_agg keeps: fed in (time, ord) order, a key
+# seen again takes its later value (heartbeats' metrics are stored, but rules see telemetry only). The plan has two
+# relations, the folded batch and device_state, so no estimate of the unanalysed staging table can make it join the
+# batch with itself row by row. Values only move
 # forward: a late (older) message neither rewinds last_message_ts/last_seq nor overwrites a metric that already has
 # a newer reading (per-key times in latest_metrics_at). When the batch's oldest message for a device is not older
 # than anything stored (the usual case) every incoming metric is the newest, so the maps are simply merged;
@@ -89,14 +90,12 @@ FROM (
          min(time) AS first_ts, max(time) AS ts,
          (max(ARRAY[extract(epoch FROM time), ord, seq]))[3]::bigint AS seq,
          max(ARRAY[extract(epoch FROM time)::float8, ord, lat, lng]) FILTER (WHERE lat IS NOT NULL) AS positioned,
-         coalesce(jsonb_object_agg(key, value) FILTER (WHERE newest), '{}') AS metrics,
-         coalesce(jsonb_object_agg(key, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'))
-                  FILTER (WHERE newest), '{}') AS metrics_at
+         coalesce(jsonb_object_agg(key, value ORDER BY time, ord) FILTER (WHERE key IS NOT NULL), '{}') AS metrics,
+         coalesce(jsonb_object_agg(key, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+                                   ORDER BY time, ord) FILTER (WHERE key IS NOT NULL), '{}') AS metrics_at
   FROM (
     SELECT st.tenant_id, st.device_id, st.msg_type, st.time, st.ord, st.seq, st.received_at, st.lat, st.lng,
-           e.key, e.value,
-           e.key IS NOT NULL AND row_number() OVER (PARTITION BY st.tenant_id, st.device_id, e.key
-                                                    ORDER BY st.time DESC, st.ord DESC) = 1 AS newest
+           e.key, e.value
     FROM pulse_ingest_stage st
     LEFT JOIN LATERAL jsonb_each(CASE WHEN st.msg_type = 'telemetry' THEN st.metrics END) e ON true
     {only}) k
