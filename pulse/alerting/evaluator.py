@@ -163,6 +163,7 @@ class Evaluator:
     maintenance: MaintenanceCache = field(default_factory=MaintenanceCache)
     alerts_opened: int = 0
     alerts_closed: int = 0
+    marked_online: int = 0  # devices this evaluator turned ONLINE (a new silence for the liveness passes)
 
     @property
     def rules_by_tenant(self) -> dict[str, list[Rule]]:
@@ -237,7 +238,8 @@ class Evaluator:
             held = await self.maintenance.devices_in_maintenance(conn, tenant_id, [s.device_id for s in snaps], now)
             for snap in snaps:
                 snap.in_maintenance = snap.device_id in held
-        await _mark_online(conn, [(s.tenant_id, s.device_id) for s in snapshots if s.status != "ONLINE"], now)
+        self.marked_online += await _mark_online(
+            conn, [(s.tenant_id, s.device_id) for s in snapshots if s.status != "ONLINE"], now)
         open_rows = (await conn.execute(text(
             "SELECT a.tenant_id, a.device_id, a.fingerprint, "
             "  a.alert_type = 'NO_HEARTBEAT' AND ds.last_seen_at > a.opened_at AS spoke_since "
@@ -559,8 +561,9 @@ async def _load_snapshots(conn: AsyncConnection, keys: list[DeviceKey]) -> list[
             for tenant_id, device_id, site_id, tags, metrics, metrics_at, last_telemetry_at, status, groups in rows]
 
 
-async def _mark_online(conn: AsyncConnection, keys: list[DeviceKey], now: datetime) -> None:
-    """Any accepted message is a sign of life: devices that were not ONLINE become ONLINE (recorded).
+async def _mark_online(conn: AsyncConnection, keys: list[DeviceKey], now: datetime) -> int:
+    """Any accepted message is a sign of life: devices that were not ONLINE become ONLINE (recorded); returns how
+    many.
 
     Called with the chunk's devices that were not ONLINE when it was read. A device read as ONLINE needs nothing
     here: a liveness pass turns a device STALE only while its row still has the last message the pass decided
@@ -571,7 +574,7 @@ async def _mark_online(conn: AsyncConnection, keys: list[DeviceKey], now: dateti
     (whose commit wakes the evaluator for it again) or a liveness pass. Waiting made a deadlock with ingest's batch
     update, which takes the same rows in another order; PostgreSQL broke it by failing this chunk."""
     if not keys:
-        return
+        return 0
     changed = (await conn.execute(text(
         "WITH changed AS ("
         "  UPDATE device_state ds SET status = 'ONLINE', last_state_change_at = :now "
@@ -587,6 +590,7 @@ async def _mark_online(conn: AsyncConnection, keys: list[DeviceKey], now: dateti
         "SELECT tenant_id, device_id FROM changed"),
         {"t": [k[0] for k in keys], "d": [k[1] for k in keys], "now": now})).all()
     await notify_device_states(conn, [(r.tenant_id, r.device_id, "ONLINE") for r in changed], changed_at=now)
+    return len(changed)
 
 
 # Each ONLINE/STALE device's status at :now from its silence (since its last message, or since ingest came back);
@@ -618,8 +622,9 @@ soon AS (SELECT min(due_at) FILTER (WHERE CASE WHEN due_at < :horizon THEN {owne
   FROM next)
 SELECT c.*, soon.next_due FROM soon LEFT JOIN changed c ON true
 """
-NEXT_DUE_HORIZON = timedelta(seconds=2)
-"""How far ahead a liveness pass looks for the next device to change (the evaluator runs a pass then)."""
+NEXT_DUE_HORIZON = timedelta(seconds=5)
+"""How far ahead a liveness pass looks for the next device to change (the evaluator runs a pass then, and at the
+latest this long after the last one)."""
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pulse.alerting.evaluator import DeviceKey, Evaluator
-from pulse.alerting.guard import IngestState, guarded_liveness
+from pulse.alerting.evaluator import NEXT_DUE_HORIZON, DeviceKey, Evaluator, LivenessResult
+from pulse.alerting.guard import IngestState, guarded_liveness, ingest_state
 from pulse.alerting.lag import WakeupLag
 from pulse.alerting.partitions import PARTITIONS, PartitionOwner, partition_sql
 from pulse.clock import Clock, SystemClock
@@ -34,8 +34,14 @@ TELEMETRY_CHANNEL = "pulse_telemetry"
 RULES_CHANNEL = "pulse_rules_changed"
 RULES_REFRESH = timedelta(seconds=30)
 LIVENESS_EVERY = timedelta(seconds=1)
+"""How often the ingest guard is read (a pass runs at once when ingest comes back), and the shortest time between
+passes that a poke (a device back ONLINE, partitions moved) asks for."""
+LIVENESS_IDLE = NEXT_DUE_HORIZON
+"""The longest time between two passes. A pass runs at the moment the next device is due (it knows every due time
+within this horizon), so this one only catches what no due time foretells: a shortened heartbeat interval, a device
+made ACTIVE again, a maintenance window that ended with its device still silent."""
 LIVENESS_MIN_GAP = timedelta(seconds=0.2)
-"""A pass runs every LIVENESS_EVERY, and sooner when a device is due to change (never twice within the gap)."""
+"""Never two passes closer than this."""
 CATCH_UP = timedelta(minutes=10)
 RECONNECT_MARGIN = timedelta(seconds=5)
 MAX_BATCH = 2000
@@ -139,37 +145,70 @@ def settle_collector() -> None:
 
 class LivenessPasses:
     """The liveness passes of this instance's partitions, in a task of their own beside the evaluation loop, so that
-    a long evaluation turn does not make a silent device late: every LIVENESS_EVERY, and at the moment the next
-    device is due (see liveness_pass). A failing database is retried each LIVENESS_EVERY (the evaluation loop
-    reports it); any other error ends the task, and the loop with it."""
+    a long evaluation turn does not make a silent device late.
+
+    A pass runs at the moment the next device is due (see liveness_pass), at the latest LIVENESS_IDLE after the last
+    one, and soon after a poke; in between, the ingest guard alone is read every LIVENESS_EVERY, and a change of it
+    (ingest down, or back) runs a pass at once. A fleet that keeps talking thus costs a pass every few seconds, not
+    every second. A failing database is retried each LIVENESS_EVERY (the evaluation loop reports it); any other
+    error ends the task, and the loop with it."""
 
     def __init__(self, engine: AsyncEngine, owner: PartitionOwner, clock: Clock, *, base_url: str = "") -> None:
         self.engine, self.owner, self.clock, self.base_url = engine, owner, clock, base_url
-        self.state: IngestState | None = None  # as the last pass found ingest (None before the first)
+        self.state: IngestState | None = None  # as the last pass or guard read found ingest (None before the first)
+        self.passes = 0
+        self._wake = asyncio.Event()
+        self._poked = False
+        self._passed_at: datetime | None = None
+        self._passed_over: AbstractSet[int] = frozenset()
+
+    def poke(self) -> None:
+        """A device's silence started anew from ONLINE, or this instance's partitions moved: a due time no pass has
+        seen. The next pass runs LIVENESS_EVERY after the last one at the latest."""
+        self._poked = True
+        self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         next_at = self.clock.now()
         failing = False
         while not stop.is_set():
             now = self.clock.now()
-            if now >= next_at and self.owner.owned:
-                next_at = now + LIVENESS_EVERY
+            if self._poked:
+                self._poked = False
+                next_at = min(next_at, max(now, (self._passed_at or now) + LIVENESS_EVERY))
+            if self.owner.owned:
                 try:
                     async with system_tx(self.engine) as conn:
-                        state, result = await guarded_liveness(
-                            conn, now, base_url=self.base_url,
-                            partitions=None if self.owner.owns_all else self.owner.owned)
+                        if now >= next_at or self.owner.owned != self._passed_over:
+                            self._passed_over = self.owner.owned
+                            state, result = await guarded_liveness(
+                                conn, now, base_url=self.base_url,
+                                partitions=None if self.owner.owns_all else self.owner.owned)
+                            self._passed_at, next_at = now, self._next_pass(now, result)
+                            self.passes += 1
+                        else:
+                            state = await ingest_state(conn, now)
+                            if self.state is not None and (state.paused, state.ready_since) != (
+                                    self.state.paused, self.state.ready_since):
+                                next_at = now  # silence counts differently from now on
                 except TRANSIENT_DB_ERRORS as exc:
                     if not failing:
                         log.warning("liveness pass failed; retrying", extra={"error": str(exc)[:500]})
                     failing = True
+                    next_at = now + LIVENESS_EVERY
                 else:
                     failing = False
                     self._note(state)
-                    if result is not None and result.next_due is not None:
-                        next_at = max(now + LIVENESS_MIN_GAP, min(next_at, result.next_due))
-            wait = next_at - self.clock.now() if self.owner.owned else LIVENESS_MIN_GAP
-            await wait_or_stop(stop, None, max(0.0, wait.total_seconds()))
+            wait = min(next_at - self.clock.now(), LIVENESS_EVERY) if self.owner.owned else LIVENESS_MIN_GAP
+            await wait_or_stop(stop, self._wake, max(0.0, wait.total_seconds()))
+
+    @staticmethod
+    def _next_pass(now: datetime, result: LivenessResult | None) -> datetime:
+        if result is None:  # paused: ingest is down
+            return now + LIVENESS_EVERY
+        if result.next_due is None:
+            return now + LIVENESS_IDLE
+        return max(now + LIVENESS_MIN_GAP, min(now + LIVENESS_IDLE, result.next_due))
 
     def _note(self, state: IngestState) -> None:
         if state.paused != (self.state.paused if self.state is not None else False):
@@ -245,6 +284,8 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                                 evaluator.forget_devices(owner.owns)
                             if owner.owned - before:
                                 evaluator.gaps_checked_at = None  # judge the gained devices' gaps soon
+                            if owner.owned != before:
+                                passes.poke()
                     if catch_up:  # a gained partition: its devices heard within CATCH_UP are evaluated first
                         wakeups.pending |= await _changed_since(ctx.engine, now - CATCH_UP, catch_up)
                         catch_up = set()
@@ -252,6 +293,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                     wakeups.pending.clear()
                     taken = wakeups.lag.take()
                     batch = _take_batch(queue, owner)
+                    marked = evaluator.marked_online
                     if batch:
                         try:
                             await evaluator.evaluate_devices(batch, now)
@@ -260,6 +302,8 @@ async def run(settings: Settings, stop: asyncio.Event, *, clock: Clock | None = 
                                 raise
                             await evaluator.evaluate_each(batch, now)  # one device's data must not stop the rest
                     wakeups.lag.done(taken if batch else None, len(queue))
+                    if evaluator.marked_online != marked:
+                        passes.poke()  # their silence starts now: the next pass sees when they are due
                     if liveness.done():
                         liveness.result()  # it stopped on an error that is not the database's: so does the loop
                     if owner.owned and (state := passes.state) is not None:

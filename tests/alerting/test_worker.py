@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -11,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pulse.alerting import worker
+from pulse.alerting.evaluator import NEXT_DUE_HORIZON, LivenessResult
 from pulse.db import system_tx
 from pulse.settings import Settings
 from tests.conftest import make_device, make_tenant
@@ -198,5 +201,53 @@ async def test_a_silent_device_turns_stale_while_an_evaluation_turn_is_still_run
         assert not release.is_set() and not task.done()
     finally:
         release.set()
+        stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+def test_a_pass_is_due_at_the_next_device_due_within_the_idle_gap() -> None:
+    now = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+    due = LivenessResult([], now + timedelta(seconds=3))
+    assert worker.LivenessPasses._next_pass(now, due) == now + timedelta(seconds=3)
+    soon = LivenessResult([], now + timedelta(milliseconds=50))
+    assert worker.LivenessPasses._next_pass(now, soon) == now + worker.LIVENESS_MIN_GAP
+    assert worker.LivenessPasses._next_pass(now, LivenessResult([], None)) == now + worker.LIVENESS_IDLE
+    assert worker.LivenessPasses._next_pass(now, None) == now + worker.LIVENESS_EVERY  # ingest down: try each second
+    assert worker.LIVENESS_IDLE <= NEXT_DUE_HORIZON  # a pass sees every due time before the next idle pass
+
+
+async def test_a_device_back_online_with_a_short_interval_is_stale_on_time_between_idle_passes(
+        engine: AsyncEngine, settings: Settings) -> None:
+    """Passes run when the next device is due, else LIVENESS_IDLE (5 s) apart. A device the evaluator has just turned
+    ONLINE again has a due time no pass has seen; the evaluator pokes the passes, so a 1 s silence is caught within
+    about a second, not at the next idle pass."""
+    tenant = await make_tenant(engine, heartbeat_interval_s=1)
+    device = await make_device(engine, tenant)
+    async with system_tx(engine) as conn:
+        await conn.execute(text(
+            "UPDATE device_state SET status = 'OFFLINE', last_seen_at = now() - interval '1 hour', "
+            "last_state_change_at = now() - interval '55 minutes' WHERE tenant_id = :t AND device_id = :d"),
+            {"t": tenant.tenant_id, "d": device})
+
+    async def transitions() -> list[Any]:
+        async with system_tx(engine) as conn:
+            return list((await conn.execute(text(
+                "SELECT h.status, h.changed_at, s.last_seen_at FROM device_state_history h JOIN device_state s "
+                "  USING (tenant_id, device_id) WHERE tenant_id = :t AND device_id = :d ORDER BY h.changed_at"),
+                {"t": tenant.tenant_id, "d": device})).all())
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(settings.replace(health_port=0), stop))
+    try:
+        await asyncio.sleep(1.5)  # the loop runs its first liveness pass
+        await _report_and_notify(engine, tenant.tenant_id, device, 20)  # one message, then silence
+
+        async def stale_again() -> list[Any]:
+            rows = await transitions()
+            return rows if [r.status for r in rows] == ["ONLINE", "STALE"] else []
+        rows = await eventually(stale_again, timeout=20, what="ONLINE, then STALE")
+        late = rows[1].changed_at - rows[1].last_seen_at - timedelta(seconds=1)
+        assert late < worker.LIVENESS_EVERY * 1.5, late  # without the poke: about 2.5 s here
+    finally:
         stop.set()
         assert await asyncio.wait_for(task, 30) == 0
