@@ -98,16 +98,17 @@ async def enqueue_direct(conn: AsyncConnection, msg: AlertEventMessage, *, key: 
 async def settle_pages(conn: AsyncConnection, msg: AlertEventMessage, *, now: datetime) -> None:
     """An alert was acknowledged or closed: its pages not yet sent are cancelled, and every PagerDuty contact
     method it paged hears the acknowledge or resolve (so the person's PagerDuty incident follows Pulse)."""
-    await conn.execute(text(
-        "UPDATE notification_jobs SET status = 'CANCELLED', updated_at = :now, "
-        "  last_error = 'the alert was ' || lower(:k) || ' before this page was sent' "
-        "WHERE alert_id = CAST(:a AS uuid) AND contact_id IS NOT NULL AND event_kind = 'PAGED' "
-        "  AND status = 'PENDING'"), {"a": msg.alert_id, "k": msg.event_kind, "now": now})
-    paged = (await conn.execute(text(
+    paged = (await conn.execute(text(  # one statement: the pages cancelled are PENDING, those read are not
+        "WITH cancelled AS ("
+        "  UPDATE notification_jobs SET status = 'CANCELLED', updated_at = :now, "
+        "    last_error = 'the alert was ' || lower(:k) || ' before this page was sent' "
+        "  WHERE alert_id = CAST(:a AS uuid) AND contact_id IS NOT NULL AND event_kind = 'PAGED' "
+        "    AND status = 'PENDING') "
         "SELECT DISTINCT j.contact_id::text FROM notification_jobs j "
         "JOIN user_contact_methods m ON m.contact_id = j.contact_id "
         "WHERE j.alert_id = CAST(:a AS uuid) AND j.event_kind = 'PAGED' AND m.kind = 'PAGERDUTY' "
-        "  AND j.status IN ('IN_PROGRESS', 'DELIVERED')"), {"a": msg.alert_id})).scalars().all()
+        "  AND j.status IN ('IN_PROGRESS', 'DELIVERED')"),
+        {"a": msg.alert_id, "k": msg.event_kind, "now": now})).scalars().all()
     for contact_id in paged:
         await enqueue_direct(conn, msg, key=f"{msg.event_id}:contact:{contact_id}", contact_id=contact_id, now=now)
 
