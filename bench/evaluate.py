@@ -153,7 +153,12 @@ async def _recorded(url: str, plan: LoadPlan, started: datetime, published_until
         duplicates = await conn.fetchval(
             "SELECT count(*) FROM (SELECT alert_id FROM alert_events WHERE kind = 'OPENED' "
             "GROUP BY alert_id HAVING count(*) > 1) x")
-        rows = await conn.fetchval("SELECT count(*) FROM telemetry")
+        rows, settled_by = -1, time.monotonic() + 15  # ingest may still be committing the publishers' last messages
+        while (now_rows := await conn.fetchval("SELECT count(*) FROM telemetry")) != rows and \
+                time.monotonic() < settled_by:
+            rows = now_rows
+            await asyncio.sleep(1.0)
+        rows = now_rows
     finally:
         await conn.close()
     silent = set(plan.silent)
