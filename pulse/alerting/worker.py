@@ -156,7 +156,6 @@ class LivenessPasses:
     def __init__(self, engine: AsyncEngine, owner: PartitionOwner, clock: Clock, *, base_url: str = "") -> None:
         self.engine, self.owner, self.clock, self.base_url = engine, owner, clock, base_url
         self.state: IngestState | None = None  # as the last pass or guard read found ingest (None before the first)
-        self.passes = 0
         self._wake = asyncio.Event()
         self._poked = False
         self._passed_at: datetime | None = None
@@ -185,7 +184,6 @@ class LivenessPasses:
                                 conn, now, base_url=self.base_url,
                                 partitions=None if self.owner.owns_all else self.owner.owned)
                             self._passed_at, next_at = now, self._next_pass(now, result)
-                            self.passes += 1
                         else:
                             state = await ingest_state(conn, now)
                             if self.state is not None and (state.paused, state.ready_since) != (

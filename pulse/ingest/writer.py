@@ -56,11 +56,10 @@ ON CONFLICT DO NOTHING
 # telemetry metric's newest value in the batch is the one jsonb_object_agg keeps: fed in (time, ord) order, a key
 # seen again takes its later value (heartbeats' metrics are stored, but rules see telemetry only). The plan has two
 # relations, the folded batch and device_state, so no estimate of the unanalysed staging table can make it join the
-# batch with itself row by row. Values only move
-# forward: a late (older) message neither rewinds last_message_ts/last_seq nor overwrites a metric that already has
-# a newer reading (per-key times in latest_metrics_at). When the batch's oldest message for a device is not older
-# than anything stored (the usual case) every incoming metric is the newest, so the maps are simply merged;
-# otherwise key by key.
+# batch with itself row by row. Values only move forward: a late (older) message neither rewinds
+# last_message_ts/last_seq nor overwrites a metric that already has a newer reading (per-key times in
+# latest_metrics_at). When the batch's oldest message for a device is not older than anything stored (the usual
+# case) every incoming metric is the newest, so the maps are simply merged; otherwise key by key.
 _UPDATE_STATE = """
 UPDATE device_state AS s SET
   last_seen_at = GREATEST(s.last_seen_at, u.seen),
