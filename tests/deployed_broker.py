@@ -31,8 +31,12 @@ def ingest_gate_plugin() -> Path:
     return GATE_BUILT
 
 
-def deployed_conf(directory: Path, port: int, dynsec: Path) -> Path:
-    """Write `directory/mosquitto.conf`: the deployed file on 127.0.0.1:`port`, persistence in `directory`."""
+def deployed_conf(directory: Path, port: int, admin: tuple[str, str]) -> Path:
+    """Write `directory/mosquitto.conf`: the deployed file on 127.0.0.1:`port`, persistence in `directory`, and its
+    dynamic-security file there with the `admin` account (deploy/mosquitto/init-dynsec.sh, as the image does)."""
+    dynsec = directory / "dynamic-security.json"
+    subprocess.run([str(ROOT / "deploy/mosquitto/init-dynsec.sh"), str(dynsec), *admin], check=True,
+                   capture_output=True)
     conf = CONF.read_text()
     conf = (conf.replace("listener 1883", f"listener {port} 127.0.0.1")
             .replace(DYNSEC_DEPLOYED, str(dynsec))

@@ -106,9 +106,9 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_acl_check *ed = event_data;
 	(void)event; (void)userdata;
+	if(gate.open || ed->access != MOSQ_ACL_SUBSCRIBE) return MOSQ_ERR_PLUGIN_DEFER;  /* every publish passes here */
 	const char *username = mosquitto_client_username(ed->client);
-	if(!gate.open && ed->access == MOSQ_ACL_SUBSCRIBE && username != NULL && is_ingest_filter(ed->topic)
-			&& named(gate.ingest, gate.ingest_count, username)){
+	if(username != NULL && is_ingest_filter(ed->topic) && named(gate.ingest, gate.ingest_count, username)){
 		gate.open = true;
 		log_held(true);
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, "pulse ingest gate: open after %lds (%s, client %s, subscribed to %s)",

@@ -114,22 +114,27 @@ class _Baseline:
         return cls(d, sample.latest_at, sample.mean, sample.count, 0.0, sample.stddev ** 2 * (sample.count - 1),
                    now)
 
+    @property
+    def mean(self) -> float:
+        return self.shift + self.s / self.n
+
+    @property
+    def variance(self) -> float:
+        return (self.ss - self.s * self.s / self.n) / (self.n - 1)
+
     def moved(self, step: AnomalyStep) -> _Baseline | None:
         """The baseline after `step`; None when it should be read whole (fewer than 2 samples, no variance)."""
         n = self.n + step.n_in - step.n_out
         if n < 2:
             return None
-        s, ss = self.s + step.s_in - step.s_out, self.ss + step.ss_in - step.ss_out
-        variance = (ss - s * s / n) / (n - 1)
-        mean = self.shift + s / n
-        if variance <= (100 * ZERO_VARIANCE * max(1.0, abs(mean))) ** 2:
+        moved = _Baseline(self.definition, step.latest_at, self.shift, n, self.s + step.s_in - step.s_out,
+                          self.ss + step.ss_in - step.ss_out, self.full_at)
+        if moved.variance <= (100 * ZERO_VARIANCE * max(1.0, abs(moved.mean))) ** 2:
             return None
-        return _Baseline(self.definition, step.latest_at, self.shift, n, s, ss, self.full_at)
+        return moved
 
     def sample(self, latest: float) -> AnomalySample:
-        mean = self.shift + self.s / self.n
-        return AnomalySample(latest, self.latest_at, self.n, mean,
-                             math.sqrt((self.ss - self.s * self.s / self.n) / (self.n - 1)))
+        return AnomalySample(latest, self.latest_at, self.n, self.mean, math.sqrt(self.variance))
 
 
 @dataclass

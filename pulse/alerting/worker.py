@@ -159,7 +159,6 @@ class LivenessPasses:
         self._wake = asyncio.Event()
         self._poked = False
         self._passed_at: datetime | None = None
-        self._passed_over: AbstractSet[int] = frozenset()
 
     def poke(self) -> None:
         """A device's silence started anew from ONLINE, or this instance's partitions moved: a due time no pass has
@@ -178,8 +177,7 @@ class LivenessPasses:
             if self.owner.owned:
                 try:
                     async with system_tx(self.engine) as conn:
-                        if now >= next_at or self.owner.owned != self._passed_over:
-                            self._passed_over = self.owner.owned
+                        if now >= next_at:
                             state, result = await guarded_liveness(
                                 conn, now, base_url=self.base_url,
                                 partitions=None if self.owner.owns_all else self.owner.owned)

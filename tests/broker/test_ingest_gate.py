@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from pulse.fleet.broker_accounts import BrokerAdmin
 from tests.broker.conftest import ADMIN, INGEST, Peer, admin_url, requires_mosquitto
 from tests.conftest import free_port, run_mosquitto
-from tests.deployed_broker import ROOT, deployed_conf
+from tests.deployed_broker import deployed_conf
 
 pytestmark = requires_mosquitto
 
@@ -64,10 +63,7 @@ def _accepted(answer: bytes) -> bool:
 def fresh_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """The deployed configuration, just started: the gate is closed."""
     port = free_port()
-    dynsec = tmp_path / "dynamic-security.json"
-    subprocess.run([str(ROOT / "deploy/mosquitto/init-dynsec.sh"), str(dynsec), *ADMIN], check=True,
-                   capture_output=True)
-    conf = deployed_conf(tmp_path, port, dynsec)
+    conf = deployed_conf(tmp_path, port, ADMIN)
     for _ in run_mosquitto(conf, port, log=tmp_path / "mosquitto.log"):
         yield port, tmp_path / "mosquitto.log"
 

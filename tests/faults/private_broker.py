@@ -19,7 +19,6 @@ from pulse.fleet.broker_accounts import BrokerAdmin
 from tests.conftest import free_port
 from tests.deployed_broker import deployed_conf
 
-ROOT = Path(__file__).resolve().parents[2]
 ADMIN = ("pulse-admin", "faults-admin-secret")
 
 
@@ -35,10 +34,7 @@ class PrivateBroker:
         self.root = Path(tempfile.mkdtemp(prefix="pulse-faults-mqtt-"))
         self.log = self.root / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        dynsec = self.root / "dynamic-security.json"
-        subprocess.run([str(ROOT / "deploy/mosquitto/init-dynsec.sh"), str(dynsec), *ADMIN], check=True,
-                       capture_output=True)
-        self.conf = deployed_conf(self.root, self.port, dynsec)
+        self.conf = deployed_conf(self.root, self.port, ADMIN)
         assert "persistence true" in self.conf.read_text()
 
     @property

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port, run_mosquitto
 from tests.deployed_broker import deployed_conf, open_ingest_gate
 
-ROOT = Path(__file__).resolve().parents[2]
 ADMIN = ("pulse-admin", "admin-secret-for-tests")
 INGEST = ("pulse-ingest", "ingest-secret-for-tests")
 
@@ -26,9 +23,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     is opened by the ingest account, so devices may connect."""
     tmp = tmp_path_factory.mktemp("mosquitto")
     port = free_port()
-    dynsec = tmp / "dynamic-security.json"
-    subprocess.run([str(ROOT / "deploy/mosquitto/init-dynsec.sh"), str(dynsec), *ADMIN], check=True,
-                   capture_output=True)
-    for _ in run_mosquitto(deployed_conf(tmp, port, dynsec), port):
+    for _ in run_mosquitto(deployed_conf(tmp, port, ADMIN), port):
         open_ingest_gate(port, ADMIN, INGEST)
         yield port
